@@ -1,0 +1,81 @@
+"""Compare an exported precision, served exactly as the server serves it, with PyTorch fp32."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertdot.export.manifest import Parity
+
+# Varied lengths, casing, punctuation and non-ASCII; the last one is built longer than
+# any max length so truncation is part of every check.
+PROBE_TEXTS = (
+    "what is dense retrieval",
+    "A",
+    "How many calories are in a banana?",
+    "The Margin-MSE loss distils a cross-encoder teacher into a dual-encoder student.",
+    "Ünïcödé, émojis 🙂 and CJK 漢字 should tokenize the same way in both runtimes.",
+    "definition of photosynthesis in plants and algae, with the light and dark reactions",
+    " ".join(["Passages in MS MARCO are about sixty words long on average."] * 3),
+)
+
+
+def probe_texts(max_length: int) -> list[str]:
+    long_text = " ".join(f"word{i % 50} and" for i in range(max_length + 16))
+    return [*PROBE_TEXTS, long_text]
+
+
+def reference_vectors(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    pooling: str,
+    similarity: str,
+    max_length: int,
+) -> np.ndarray:
+    """PyTorch fp32 pooled vectors (unit length for cosine models, as the server serves
+    them): the ground truth every precision is held to."""
+    import torch
+
+    from bertdot.server.pooling import normalize, pool
+
+    rows = []
+    with torch.inference_mode():
+        for text in texts:  # one at a time: no padding can leak into the reference
+            inputs = tokenizer(
+                [text], truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            hidden = model(**inputs).last_hidden_state.float().numpy()
+            rows.append(pool(hidden, inputs["attention_mask"].numpy(), pooling)[0])
+    vectors = np.stack(rows).astype(np.float32)
+    return normalize(vectors) if similarity == "cosine" else vectors
+
+
+def measure(reference: np.ndarray, candidate: np.ndarray) -> Parity:
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
+    cosines = (ref * cand).sum(axis=1)
+    return Parity(
+        min_cosine=float(cosines.min()),
+        max_abs_diff=float(np.abs(reference - candidate).max()),
+        texts=len(reference),
+    )
+
+
+def check_precision(
+    artifact_dir: Path, precision: str, texts: Sequence[str], reference: np.ndarray
+) -> tuple[Parity, np.ndarray]:
+    """Encode `texts` with the server's own Encoder (CPU provider) and measure parity.
+
+    Returns the parity and the per-text truncation flags the encoder reported.
+    """
+    from bertdot.server.encoder import Encoder
+
+    encoder = Encoder(artifact_dir, device="cpu", precision=precision)
+    # Batches of mixed lengths: padding must not change any vector.
+    encoded = encoder.encode(texts, batch_size=3)
+    return measure(reference, encoded.vectors), encoded.truncated
