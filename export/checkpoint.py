@@ -120,7 +120,8 @@ def inspect_checkpoint(model: str, revision: str | None = None) -> CheckpointInf
     if model_type not in SUPPORTED_MODEL_TYPES:
         supported = ", ".join(SUPPORTED_MODEL_TYPES)
         raise ExportError(
-            f"{model}: model type {model_type!r} is not a supported encoder (supported: {supported})"
+            f"{model}: model type {model_type!r} is not a supported encoder "
+            f"(supported: {supported})"
         )
     dim = int(config.get("dim") or config.get("hidden_size") or 0)
     max_positions = int(config.get("max_position_embeddings", 512))

@@ -78,6 +78,4 @@ def convert_int8(fp32_path: Path, out_path: Path) -> None:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(fp32_path), str(out_path), per_channel=True, weight_type=QuantType.QInt8
-    )
+    quantize_dynamic(str(fp32_path), str(out_path), per_channel=True, weight_type=QuantType.QInt8)

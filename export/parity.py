@@ -46,9 +46,7 @@ def reference_vectors(
     rows = []
     with torch.inference_mode():
         for text in texts:  # one at a time: no padding can leak into the reference
-            inputs = tokenizer(
-                [text], truncation=True, max_length=max_length, return_tensors="pt"
-            )
+            inputs = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
             hidden = model(**inputs).last_hidden_state.float().numpy()
             rows.append(pool(hidden, inputs["attention_mask"].numpy(), pooling)[0])
     vectors = np.stack(rows).astype(np.float32)

@@ -46,7 +46,8 @@ def parse_precisions(text: str) -> tuple[str, ...]:
     unknown = [p for p in names if p not in PRECISIONS]
     if unknown or not names:
         raise ExportError(
-            f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}"
+            f"unknown precision {', '.join(unknown) or '(none)'}; "
+            f"choose from {', '.join(PRECISIONS)}"
         )
     # fp32 is the CPU fallback and the source the other precisions are derived from.
     return ("fp32", *[p for p in names if p != "fp32"])
@@ -96,9 +97,7 @@ def _check_threshold(precision: str, parity: Parity, min_cosine: float | None) -
         raise ParityError(precision, parity.min_cosine, threshold)
 
 
-def export_artifact(
-    options: ExportOptions, say: Callable[[str], None] = print
-) -> ArtifactManifest:
+def export_artifact(options: ExportOptions, say: Callable[[str], None] = print) -> ArtifactManifest:
     info = inspect_checkpoint(options.model, options.revision)
     pooling, similarity, max_length = _settings(info, options)
     say(

@@ -1,0 +1,194 @@
+"""Assembles a serving process: gRPC server, health, reflection, metrics, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from bertdot.server.batcher import QueryBatcher
+from bertdot.server.config import ServerConfig
+from bertdot.server.core import Retriever, Workers
+from bertdot.server.encoder import Encoder
+from bertdot.server.interceptors import ServingInterceptor
+from bertdot.server.metrics import ServerMetrics
+from bertdot.server.service import RetrievalService
+from bertdot.v1 import bertdot_pb2 as pb
+from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Retrieval"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _version() -> str:
+    try:
+        return version("bertdot")
+    except PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+def _load(config: ServerConfig) -> tuple[Encoder, Any]:
+    encoder = Encoder(
+        config.model,
+        device=config.device,  # type: ignore[arg-type]
+        precision=config.precision,
+        intra_op_threads=config.intra_op_threads,
+        inter_op_threads=config.inter_op_threads,
+        batch_size=config.batching.max_batch_size,
+    )
+    index = None
+    if config.index is not None:
+        from bertdot.server.index import Index
+
+        index = Index.open(
+            config.index,
+            expected_fingerprint=encoder.fingerprint,
+            expected_similarity=encoder.similarity,
+        )
+    return encoder, index
+
+
+def _warm_up(encoder: Encoder, max_batch_size: int) -> None:
+    """Run the shapes served most before taking traffic (first calls allocate and tune)."""
+    for words in (4, 12, 28):
+        text = " ".join(["warm"] * words)
+        encoder.encode([text])
+        encoder.encode([text] * max_batch_size, batch_size=max_batch_size)
+
+
+def _info(encoder: Encoder, index: Any, config: ServerConfig) -> pb.InfoResponse:
+    m = encoder.manifest
+    response = pb.InfoResponse(
+        model=pb.ModelInfo(
+            source=str(m.source.get("id") or ""),
+            revision=str(m.source.get("revision") or ""),
+            architecture=m.architecture,
+            dim=m.dim,
+            pooling=m.pooling,
+            similarity=m.similarity,
+            precision=encoder.precision,
+            provider=encoder.provider,
+            max_length=m.max_length,
+            artifact_fingerprint=m.fingerprint,
+        ),
+        server_version=_version(),
+    )
+    if index is not None:
+        params = index.manifest
+        response.index.CopyFrom(
+            pb.IndexInfo(
+                size=index.count,
+                m=params.M,
+                ef_construction=params.ef_construction,
+                default_ef=params.ef_search,
+                read_only=config.read_only,
+            )
+        )
+    return response
+
+
+class BertdotServer:
+    """One serving process. `start()` listens at once and reports NOT_SERVING until the
+    model is warm and the index loaded; `stop()` drains in-flight requests."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.health = health.aio.HealthServicer()
+        self.service = RetrievalService(self.metrics, _version())
+        self.workers = Workers()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.batcher: QueryBatcher | None = None
+        self._server: grpc.aio.Server | None = None
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self, wait_ready: bool = True) -> int:
+        limit = self.config.max_message_bytes
+        self._server = grpc.aio.server(
+            interceptors=[ServingInterceptor(self.metrics, self.config.token)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        pb_grpc.add_RetrievalServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, NOT_SERVING)
+        address = f"{self.config.host}:{self.config.port}"
+        if self.config.tls is not None:
+            self.port = self._server.add_secure_port(address, _credentials(self.config))
+        else:
+            self.port = self._server.add_insecure_port(address)
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        await self._server.start()
+        self._loading = asyncio.create_task(self._become_ready())
+        if wait_ready:
+            await self._loading
+        return self.port
+
+    async def _become_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        encoder, index = await loop.run_in_executor(self.workers.encoder, _load, self.config)
+        await loop.run_in_executor(
+            self.workers.encoder, _warm_up, encoder, self.config.batching.max_batch_size
+        )
+        batching = self.config.batching
+        self.batcher = QueryBatcher(
+            encoder,
+            self.workers.encoder,
+            max_batch_size=batching.max_batch_size,
+            max_batch_tokens=batching.max_batch_tokens,
+            max_wait_us=batching.max_wait_us,
+            max_queue=batching.max_queue,
+            on_batch=self.metrics.batch_size.observe,
+        )
+        self.batcher.start()
+        batcher = self.batcher
+        self.metrics.watch(lambda: batcher.depth, lambda: index.count if index else 0)
+        self.service.info_response = _info(encoder, index, self.config)
+        self.service.core = Retriever(encoder, index, batcher, self.workers, self.config.limits)
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, SERVING)
+        log.info("serving on port %d with %s", self.port, encoder.describe())
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new work, finish in-flight requests within `grace`."""
+        self.service.draining = True
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.config.grace_s if grace is None else grace)
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.workers.shutdown()
+        self.metrics.close()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+def _credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    assert config.tls is not None
+    tls = config.tls
+    client_ca = tls.client_ca.read_bytes() if tls.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

@@ -1,0 +1,201 @@
+"""Dynamic micro-batching of single-text encodes: many concurrent queries, one ORT call.
+
+One future per request. A batch is flushed when it reaches `max_batch_size`, or when its
+oldest request has waited `max_wait_us`; each ONNX Runtime call is further bounded by
+`max_batch_tokens` padded tokens. Requests that were cancelled or whose deadline has
+passed are dropped before they cost compute. An exception in the batch function reaches
+every request of the batch; nobody waits on a future that no one will complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertdot.server.encoder import Encoder
+from bertdot.server.errors import DeadlineExpired, Overloaded
+from bertdot.server.tokenization import TokenizedText
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    vector: np.ndarray
+    token_count: int
+    truncated: bool
+    queue_us: int
+    tokenize_us: int
+    encode_us: int
+    batch_size: int
+
+
+@dataclass
+class _Waiting:
+    text: str
+    future: asyncio.Future[EncodedText]
+    deadline: float | None  # loop.time() by which the caller gives up
+    enqueued: float  # time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _BatchResult:
+    items: list[TokenizedText]
+    vectors: np.ndarray
+    tokenize_s: float
+    encode_s: float
+
+
+def split_by_tokens(items: list[TokenizedText], max_tokens: int) -> list[list[int]]:
+    """Row groups, in length order, whose padded size (rows × longest) fits `max_tokens`.
+
+    A single text longer than the budget still gets a group of its own.
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i].length)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = items[index].length  # ascending order: the newest member is the longest
+        if current and (len(current) + 1) * longest > max_tokens:
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
+
+
+class QueryBatcher:
+    def __init__(
+        self,
+        encoder: Encoder,
+        executor: Executor,
+        *,
+        max_batch_size: int = 32,
+        max_batch_tokens: int = 8192,
+        max_wait_us: int = 1000,
+        max_queue: int = 1024,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._encoder = encoder
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_us / 1e6
+        self.max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: deque[_Waiting] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.texts_encoded = 0  # counts compute actually spent, for tests and metrics
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._queue:
+            waiting = self._queue.popleft()
+            if not waiting.future.done():
+                waiting.future.set_exception(Overloaded("server is shutting down"))
+
+    async def encode(self, text: str, deadline: float | None = None) -> EncodedText:
+        loop = asyncio.get_running_loop()
+        if deadline is not None and loop.time() >= deadline:
+            raise DeadlineExpired("deadline passed before the query was queued")
+        if len(self._queue) >= self.max_queue:
+            raise Overloaded(f"queue full ({self.max_queue} queries waiting); retry later")
+        future: asyncio.Future[EncodedText] = loop.create_future()
+        self._queue.append(_Waiting(text, future, deadline, time.perf_counter()))
+        self._wakeup.set()
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            wait = self._queue[0].enqueued + self.max_wait_s - time.perf_counter()
+            if len(self._queue) < self.max_batch_size and wait > 0:
+                self._wakeup.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                continue
+            batch = self._take(loop.time())
+            if batch:
+                await self._run(batch)
+
+    def _take(self, now: float) -> list[_Waiting]:
+        batch: list[_Waiting] = []
+        while self._queue and len(batch) < self.max_batch_size:
+            waiting = self._queue.popleft()
+            if waiting.future.done():  # cancelled by the caller: costs nothing
+                continue
+            if waiting.deadline is not None and now >= waiting.deadline:
+                waiting.future.set_exception(DeadlineExpired("deadline passed while queued"))
+                continue
+            batch.append(waiting)
+        return batch
+
+    async def _run(self, batch: list[_Waiting]) -> None:
+        started = time.perf_counter()
+        texts = [w.text for w in batch]
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._encode_batch, texts
+            )
+            if len(result.items) != len(batch) or len(result.vectors) != len(batch):
+                raise RuntimeError("batch function returned a wrong number of results")
+        except Exception as exc:
+            log.exception("encoder batch of %d failed", len(batch))
+            for waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(exc)
+            return
+        self.texts_encoded += len(batch)
+        if self._on_batch:
+            self._on_batch(len(batch))
+        for row, waiting in enumerate(batch):
+            if waiting.future.done():
+                continue
+            item = result.items[row]
+            waiting.future.set_result(
+                EncodedText(
+                    vector=result.vectors[row],
+                    token_count=item.length,
+                    truncated=item.truncated,
+                    queue_us=int((started - waiting.enqueued) * 1e6),
+                    tokenize_us=int(result.tokenize_s * 1e6),
+                    encode_us=int(result.encode_s * 1e6),
+                    batch_size=len(batch),
+                )
+            )
+
+    def _encode_batch(self, texts: list[str]) -> _BatchResult:
+        """Runs in the encoder thread: tokenize, then one ORT call per token-bounded group."""
+        t0 = time.perf_counter()
+        items = self._encoder.tokenize(texts)
+        t1 = time.perf_counter()
+        vectors = np.empty((len(items), self._encoder.dim), dtype=np.float32)
+        for rows in split_by_tokens(items, self.max_batch_tokens):
+            vectors[rows] = self._encoder.encode_tokenized([items[i] for i in rows])
+        return _BatchResult(items, vectors, t1 - t0, time.perf_counter() - t1)

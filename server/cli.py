@@ -1,0 +1,109 @@
+"""`bertdot serve`: flags (or BERTDOT_* variables) → ServerConfig → a serving process."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bertdot.client.extras import require_extra
+
+ENV_PREFIX = "BERTDOT_"
+
+
+def _env_default(name: str, default: Any = None) -> Any:
+    """The BERTDOT_<NAME> variable, read once when the parser is built (not at import)."""
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve an artifact (and an index) over gRPC",
+        description="Serve bertdot.v1.Retrieval with health, reflection and Prometheus metrics. "
+        "Every flag can also be set as a BERTDOT_<FLAG> environment variable "
+        "(e.g. BERTDOT_PORT=50051); flags win.",
+    )
+
+    def add(flag: str, help: str, default: Any = None, **kwargs: Any) -> None:
+        name = flag.lstrip("-")
+        env = _env_default(name, default)
+        p.add_argument(
+            flag,
+            default=env,
+            help=f"{help} [env {ENV_PREFIX}{name.upper().replace('-', '_')}]",
+            **kwargs,
+        )
+
+    add(
+        "--model",
+        "artifact directory (from bertdot export)",
+        required=_env_default("model") is None,
+    )
+    add("--index", "index directory (from bertdot index build); omit to serve encode/rerank only")
+    add("--host", "address to listen on", "127.0.0.1")
+    add("--port", "gRPC port (0 picks a free one)", 50051, type=int)
+    add("--metrics-port", "Prometheus metrics HTTP port (unset: no metrics endpoint)", type=int)
+    add("--device", "auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
+    add("--precision", "fp32, fp16 or int8 (default: fp16 on CUDA, fp32 on CPU)")
+    add("--threads", "ONNX Runtime intra-op threads (0 = all cores)", 0, type=int)
+    add("--max-batch-size", "most queries per encoder call", 32, type=int)
+    add("--max-batch-tokens", "most padded tokens per encoder call", 8192, type=int)
+    add("--max-wait-us", "longest a query waits for a batch to fill, in µs", 1000, type=int)
+    add(
+        "--max-queue", "queries waiting beyond this are refused (RESOURCE_EXHAUSTED)", 512, type=int
+    )
+    add("--tls-cert", "PEM certificate chain (enables TLS)")
+    add("--tls-key", "PEM private key")
+    add("--tls-client-ca", "PEM CA: clients must present a certificate it signed")
+    add("--token", "bearer token required in the authorization metadata (health stays open)")
+    add("--grace", "seconds to finish in-flight requests on SIGTERM", 10.0, type=float)
+    add("--max-message-bytes", "largest request or response message", 16 * 1024 * 1024, type=int)
+    p.set_defaults(handler=run)
+
+
+def config_from(args: argparse.Namespace) -> Any:
+    from bertdot.server.config import BatchingConfig, ServerConfig, TLSConfig
+
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("bertdot serve: --tls-cert and --tls-key go together")
+        client_ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+        tls = TLSConfig(Path(args.tls_cert), Path(args.tls_key), client_ca)
+    return ServerConfig(
+        model=Path(args.model),
+        index=Path(args.index) if args.index else None,
+        host=args.host,
+        port=int(args.port),
+        metrics_port=None if args.metrics_port is None else int(args.metrics_port),
+        device=args.device,
+        precision=args.precision,
+        intra_op_threads=int(args.threads),
+        batching=BatchingConfig(
+            max_batch_size=int(args.max_batch_size),
+            max_batch_tokens=int(args.max_batch_tokens),
+            max_wait_us=int(args.max_wait_us),
+            max_queue=int(args.max_queue),
+        ),
+        tls=tls,
+        token=args.token,
+        grace_s=float(args.grace),
+        max_message_bytes=int(args.max_message_bytes),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    require_extra("server", "onnxruntime", "tokenizers", "hnswlib", "grpc_reflection")
+    import asyncio
+
+    from bertdot.server.serve import serve_forever
+
+    config = config_from(args)
+    try:
+        return asyncio.run(serve_forever(config))
+    except (OSError, ValueError) as exc:  # bad artifact/index, port in use, unreadable cert
+        print(f"bertdot serve: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,44 @@
+"""The server's configuration: read once (flags, then BERTDOT_* variables) into a frozen value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertdot.server.validation import Limits
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 32
+    max_batch_tokens: int = 8192
+    max_wait_us: int = 1000
+    max_queue: int = 512
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # set: clients must present a certificate it signed
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    model: Path
+    index: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    device: str = "auto"
+    precision: str | None = None
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    limits: Limits = field(default_factory=Limits)
+    tls: TLSConfig | None = None
+    token: str | None = None
+    grace_s: float = 10.0
+    max_message_bytes: int = 16 * 1024 * 1024
+    read_only: bool = False
+    search_threads: int = 1

@@ -1,0 +1,290 @@
+"""The serving core (the data plane): search, encode, re-rank, describe. No gRPC here.
+
+The transport converts requests into calls on `Retriever` and its answers back into
+messages; everything here is testable and benchmarkable without a channel. Model work
+runs in the encoder thread (one ONNX Runtime call at a time: its own threads use the
+cores), index work in the search thread (hnswlib's ef is a setting of the whole graph,
+so searches with different ef must not interleave, and writes must not run beside them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bertdot.server.batcher import EncodedText, QueryBatcher
+from bertdot.server.encoder import Encoded, Encoder
+from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded
+from bertdot.server.validation import Limits, check_count, check_ef, check_k, check_text
+
+
+@dataclass(frozen=True)
+class Timings:
+    queue_us: int = 0
+    tokenize_us: int = 0
+    encode_us: int = 0
+    search_us: int = 0
+    total_us: int = 0
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class ScoredPassage:
+    id: str
+    score: float
+    title: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    hits: list[ScoredPassage]
+    token_count: int
+    truncated: bool
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class EncodeAnswer:
+    vectors: np.ndarray
+    token_counts: list[int]
+    truncated: list[bool]
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str | None = None
+    passage_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RerankedCandidate:
+    index: int
+    score: float
+    passage_id: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class RerankAnswer:
+    results: list[RerankedCandidate]
+    token_count: int
+    truncated: bool
+    candidates_encoded: int
+    candidates_truncated: int
+    timings: Timings
+
+
+@dataclass
+class Workers:
+    """The two single-thread executors the core runs its work on."""
+
+    encoder: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="encoder")
+    )
+    search: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="search")
+    )
+
+    def shutdown(self) -> None:
+        self.encoder.shutdown(wait=True)
+        self.search.shutdown(wait=True)
+
+
+def _us(seconds: float) -> int:
+    return int(seconds * 1e6)
+
+
+class Retriever:
+    def __init__(
+        self,
+        encoder: Encoder,
+        index: Any | None,
+        batcher: QueryBatcher,
+        workers: Workers,
+        limits: Limits | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.batcher = batcher
+        self.workers = workers
+        self.limits = limits or Limits()
+        self._bulk_in_flight = 0
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    @contextmanager
+    def _admit_bulk(self) -> Any:
+        """Bulk requests share the queue bound with single queries."""
+        if self._bulk_in_flight + self.batcher.depth >= self.batcher.max_queue:
+            raise Overloaded(f"queue full ({self.batcher.max_queue} requests waiting)")
+        self._bulk_in_flight += 1
+        try:
+            yield
+        finally:
+            self._bulk_in_flight -= 1
+
+    def _require_index(self) -> Any:
+        if self.index is None:
+            raise FailedPrecondition("this server has no index loaded (encode and rerank only)")
+        return self.index
+
+    async def encode_query(self, text: str, deadline: float | None) -> EncodedText:
+        return await self.batcher.encode(text, deadline)
+
+    async def search(
+        self,
+        query: str,
+        k: int = 0,
+        ef: int | None = None,
+        return_text: bool = False,
+        deadline: float | None = None,
+    ) -> SearchAnswer:
+        started = time.perf_counter()
+        check_text("query", query, self.limits.max_query_chars)
+        k = check_k(k, self.limits)
+        ef = check_ef(ef, k, self.limits)
+        index = self._require_index()
+        encoded = await self.batcher.encode(query, deadline)
+        t_search = time.perf_counter()
+        hits = await self._run(
+            self.workers.search, index.search, encoded.vector[None, :], k, ef, return_text
+        )
+        done = time.perf_counter()
+        passages = [ScoredPassage(h.id, h.score, h.title or "", h.text or "") for h in hits[0]]
+        return SearchAnswer(
+            hits=passages,
+            token_count=encoded.token_count,
+            truncated=encoded.truncated,
+            timings=Timings(
+                queue_us=encoded.queue_us,
+                tokenize_us=encoded.tokenize_us,
+                encode_us=encoded.encode_us,
+                search_us=_us(done - t_search),
+                total_us=_us(done - started),
+                batch_size=encoded.batch_size,
+            ),
+        )
+
+    async def encode(self, texts: Sequence[str], deadline: float | None = None) -> EncodeAnswer:
+        started = time.perf_counter()
+        check_count("texts", texts, self.limits.max_texts)
+        for i, text in enumerate(texts):
+            check_text(f"texts[{i}]", text, self.limits.max_text_chars)
+        if len(texts) == 1:  # a single text joins the micro-batches of concurrent queries
+            one = await self.batcher.encode(texts[0], deadline)
+            timings = Timings(
+                one.queue_us,
+                one.tokenize_us,
+                one.encode_us,
+                0,
+                _us(time.perf_counter() - started),
+                one.batch_size,
+            )
+            return EncodeAnswer(one.vector[None, :], [one.token_count], [one.truncated], timings)
+        encoded, encode_s = await self._encode_bulk(list(texts))
+        return EncodeAnswer(
+            encoded.vectors,
+            encoded.token_counts.tolist(),
+            encoded.truncated.tolist(),
+            Timings(
+                encode_us=_us(encode_s),
+                total_us=_us(time.perf_counter() - started),
+                batch_size=len(texts),
+            ),
+        )
+
+    async def _encode_bulk(self, texts: list[str]) -> tuple[Encoded, float]:
+        with self._admit_bulk():
+            t0 = time.perf_counter()
+            encoded: Encoded = await self._run(self.workers.encoder, self.encoder.encode, texts)
+            return encoded, time.perf_counter() - t0
+
+    async def rerank(
+        self,
+        query: str,
+        candidates: Sequence[Candidate],
+        top_k: int = 0,
+        return_text: bool = False,
+        deadline: float | None = None,
+    ) -> RerankAnswer:
+        started = time.perf_counter()
+        check_text("query", query, self.limits.max_query_chars)
+        check_count("candidates", candidates, self.limits.max_candidates)
+        by_text = [i for i, c in enumerate(candidates) if c.passage_id is None]
+        by_id = [i for i, c in enumerate(candidates) if c.passage_id is not None]
+        for i in by_text:
+            check_text(
+                f"candidates[{i}].text", candidates[i].text or "", self.limits.max_text_chars
+            )
+        if top_k < 0:
+            top_k = 0
+        query_encoded = await self.batcher.encode(query, deadline)
+        vectors = np.empty((len(candidates), self.encoder.dim), dtype=np.float32)
+        texts = [""] * len(candidates)
+        encode_s = 0.0
+        truncated = 0
+        if by_text:
+            encoded, encode_s = await self._encode_bulk([candidates[i].text or "" for i in by_text])
+            vectors[by_text] = encoded.vectors
+            truncated = int(encoded.truncated.sum())
+            for i in by_text:
+                texts[i] = candidates[i].text or ""
+        t_score = time.perf_counter()
+        if by_id:
+            ids = [candidates[i].passage_id or "" for i in by_id]
+            stored, stored_texts = await self._run(
+                self.workers.search, self._stored_vectors, ids, return_text
+            )
+            vectors[by_id] = stored
+            for i, text in zip(by_id, stored_texts, strict=True):
+                texts[i] = text
+        scores = vectors @ query_encoded.vector
+        order = np.argsort(-scores, kind="stable")
+        if top_k:
+            order = order[:top_k]
+        results = [
+            RerankedCandidate(
+                index=int(i),
+                score=float(scores[i]),
+                passage_id=candidates[i].passage_id or "",
+                text=texts[i] if return_text else "",
+            )
+            for i in order
+        ]
+        done = time.perf_counter()
+        return RerankAnswer(
+            results=results,
+            token_count=query_encoded.token_count,
+            truncated=query_encoded.truncated,
+            candidates_encoded=len(by_text),
+            candidates_truncated=truncated,
+            timings=Timings(
+                queue_us=query_encoded.queue_us,
+                tokenize_us=query_encoded.tokenize_us,
+                encode_us=query_encoded.encode_us + _us(encode_s),
+                search_us=_us(done - t_score),
+                total_us=_us(done - started),
+                batch_size=query_encoded.batch_size,
+            ),
+        )
+
+    def _stored_vectors(self, ids: list[str], with_text: bool) -> tuple[np.ndarray, list[str]]:
+        index = self._require_index()
+        known = index.get_passages(ids)  # id → passage, only for ids in the index
+        missing = [i for i in ids if i not in known]
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise NotFound(f"candidates: {len(missing)} passage id(s) not in the index: {shown}")
+        vectors = index.get_vectors(ids)
+        texts = [known[i].text or "" for i in ids] if with_text else [""] * len(ids)
+        return vectors, texts
