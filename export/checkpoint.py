@@ -31,14 +31,11 @@ class CheckpointInfo:
     pooling_origin: str
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict) and not isinstance(data, list):
-        raise ExportError(f"{path} is not a JSON object")
-    return data  # type: ignore[return-value]
 
 
 def resolve(model: str, revision: str | None = None) -> tuple[Path, str | None]:
@@ -82,7 +79,7 @@ def _sentence_transformers_defaults(root: Path) -> tuple[Path, dict[str, Any]] |
     modules = _read_json(modules_path)
     found: dict[str, Any] = {"similarity": "dot"}
     model_dir = root
-    for module in modules:  # type: ignore[union-attr]
+    for module in modules:
         kind = str(module.get("type", ""))
         folder = root / str(module.get("path", ""))
         if kind.endswith(".Transformer"):

@@ -48,10 +48,12 @@ class _Waiting:
 
 @dataclass(frozen=True)
 class _BatchResult:
+    rows: list[int]  # positions in the batch that were still wanted, and were encoded
     items: list[TokenizedText]
     vectors: np.ndarray
     tokenize_s: float
     encode_s: float
+    started: float  # perf_counter() when the encoder thread picked the batch up
 
 
 def split_by_tokens(items: list[TokenizedText], max_tokens: int) -> list[list[int]]:
@@ -157,13 +159,11 @@ class QueryBatcher:
         return batch
 
     async def _run(self, batch: list[_Waiting]) -> None:
-        started = time.perf_counter()
-        texts = [w.text for w in batch]
         try:
             result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encode_batch, texts
+                self._executor, self._encode_batch, batch
             )
-            if len(result.items) != len(batch) or len(result.vectors) != len(batch):
+            if len(result.items) != len(result.rows) or len(result.vectors) != len(result.rows):
                 raise RuntimeError("batch function returned a wrong number of results")
         except Exception as exc:
             log.exception("encoder batch of %d failed", len(batch))
@@ -171,31 +171,47 @@ class QueryBatcher:
                 if not waiting.future.done():
                     waiting.future.set_exception(exc)
             return
-        self.texts_encoded += len(batch)
-        if self._on_batch:
-            self._on_batch(len(batch))
-        for row, waiting in enumerate(batch):
+        self.texts_encoded += len(result.rows)
+        if self._on_batch and result.rows:
+            self._on_batch(len(result.rows))
+        encoded = dict(zip(result.rows, range(len(result.rows)), strict=True))
+        for position, waiting in enumerate(batch):
             if waiting.future.done():
                 continue
+            if position not in encoded:
+                waiting.future.set_exception(DeadlineExpired("deadline passed while queued"))
+                continue
+            row = encoded[position]
             item = result.items[row]
             waiting.future.set_result(
                 EncodedText(
                     vector=result.vectors[row],
                     token_count=item.length,
                     truncated=item.truncated,
-                    queue_us=int((started - waiting.enqueued) * 1e6),
+                    queue_us=int((result.started - waiting.enqueued) * 1e6),
                     tokenize_us=int(result.tokenize_s * 1e6),
                     encode_us=int(result.encode_s * 1e6),
-                    batch_size=len(batch),
+                    batch_size=len(result.rows),
                 )
             )
 
-    def _encode_batch(self, texts: list[str]) -> _BatchResult:
-        """Runs in the encoder thread: tokenize, then one ORT call per token-bounded group."""
+    def _encode_batch(self, batch: list[_Waiting]) -> _BatchResult:
+        """Runs in the encoder thread: tokenize, then one ORT call per token-bounded group.
+
+        The encoder thread may have been busy with other work (bulk requests) since the
+        batch was formed, so cancellation and deadlines are checked again here, right
+        before compute. (`loop.time()` is `time.monotonic()`, safe to read from a thread.)
+        """
         t0 = time.perf_counter()
-        items = self._encoder.tokenize(texts)
+        now = time.monotonic()
+        rows = [
+            i
+            for i, w in enumerate(batch)
+            if not w.future.done() and (w.deadline is None or now < w.deadline)
+        ]
+        items = self._encoder.tokenize([batch[i].text for i in rows]) if rows else []
         t1 = time.perf_counter()
         vectors = np.empty((len(items), self._encoder.dim), dtype=np.float32)
-        for rows in split_by_tokens(items, self.max_batch_tokens):
-            vectors[rows] = self._encoder.encode_tokenized([items[i] for i in rows])
-        return _BatchResult(items, vectors, t1 - t0, time.perf_counter() - t1)
+        for group in split_by_tokens(items, self.max_batch_tokens):
+            vectors[group] = self._encoder.encode_tokenized([items[i] for i in group])
+        return _BatchResult(rows, items, vectors, t1 - t0, time.perf_counter() - t1, t0)

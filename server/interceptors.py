@@ -32,7 +32,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        method: str = details.method  # type: ignore[attr-defined]
+        method: str = details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if self._expected is not None and not self._authorized(details):
@@ -42,7 +42,7 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     def _authorized(self, details: grpc.HandlerCallDetails) -> bool:
-        for key, value in details.invocation_metadata or ():  # type: ignore[attr-defined]
+        for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else value
                 return hmac.compare_digest(given, self._expected or b"")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from bertdot.client import (
 from bertdot.client.channel import ChannelConfig, service_config
 from bertdot.client.errors import from_status
 from tests import fake_server
+from tests.certs import make_certs
 from tests.fake_server import FakeRetrieval
 
 
@@ -267,22 +267,9 @@ def test_dns_target(served: tuple[str, FakeRetrieval]) -> None:
         assert c.health() == "SERVING"
 
 
-def _make_certs(folder: Path) -> None:
-    def sh(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
-
-    sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-       "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
-    sh("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-       "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
-    (folder / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    sh("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-       "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "server.pem")  # fmt: skip
-
-
 @pytest.mark.skipif(not Path("/usr/bin/openssl").exists(), reason="needs the openssl CLI")
 def test_tls_with_bearer_token(tmp_path: Path) -> None:
-    _make_certs(tmp_path)
+    make_certs(tmp_path)
     servicer = FakeRetrieval()
     server = grpc.server(fake_server.futures.ThreadPoolExecutor(max_workers=4))
     fake_server.pb_grpc.add_RetrievalServicer_to_server(servicer, server)
