@@ -1,0 +1,183 @@
+"""A thin wrapper over hnswlib: similarity-aware spaces, real scores, safe save and load.
+
+hnswlib reports distances; for both spaces used here the distance is `1 − similarity`
+(`ip`: 1 − dot, `cosine`: 1 − cos), so the score returned is `1 − distance`. A dot-product
+model gets `ip` (no normalisation: the scores are the model's dot products); a cosine model
+gets `cosine`.
+
+Not thread-safe for mixed use: `ef` is a setting of the whole graph, so the caller must not
+run searches with different `ef` (or additions) concurrently. `bertdot.server.index.Index`
+serialises them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+SPACES = {"dot": "ip", "cosine": "cosine"}
+
+
+class GraphFileError(ValueError):
+    """A saved graph is missing, truncated or does not match its recorded checksum."""
+
+
+def space_for(similarity: str) -> str:
+    try:
+        return SPACES[similarity]
+    except KeyError:
+        raise ValueError(f"similarity {similarity!r} is not 'dot' or 'cosine'") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class HnswGraph:
+    def __init__(self, index: hnswlib.Index, space: str, deleted: Iterable[int] = ()) -> None:
+        """`deleted`: labels marked deleted in `index` (hnswlib cannot report them)."""
+        self._index = index
+        self.space = space
+        self._deleted = set(deleted)
+
+    @classmethod
+    def create(
+        cls, space: str, dim: int, capacity: int, *, M: int = 16, ef_construction: int = 200
+    ) -> HnswGraph:
+        index = hnswlib.Index(space=space, dim=dim)
+        index.init_index(max_elements=max(capacity, 1), M=M, ef_construction=ef_construction)
+        return cls(index, space)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        space: str,
+        dim: int,
+        expected_sha256: str,
+        deleted: Iterable[int] = (),
+    ) -> HnswGraph:
+        """Load a saved graph after checking its sha256: hnswlib itself may crash or read
+        garbage from a truncated file, so a damaged file is refused before it gets there."""
+        path = Path(path)
+        if not path.is_file():
+            raise GraphFileError(f"graph file {path} is missing")
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise GraphFileError(
+                f"graph file {path} is corrupt or truncated (sha256 {actual[:16]}…, "
+                f"expected {expected_sha256[:16]}…); rebuild it from the passage store"
+            )
+        index = hnswlib.Index(space=space, dim=dim)
+        try:
+            index.load_index(str(path))
+        except RuntimeError as exc:
+            raise GraphFileError(f"graph file {path} cannot be loaded: {exc}") from exc
+        return cls(index, space, deleted)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.dim)
+
+    @property
+    def count(self) -> int:
+        """Live elements (added minus marked deleted)."""
+        return int(self._index.element_count) - len(self._deleted)
+
+    @property
+    def capacity(self) -> int:
+        return int(self._index.max_elements)
+
+    @property
+    def M(self) -> int:
+        return int(self._index.M)
+
+    @property
+    def ef_construction(self) -> int:
+        return int(self._index.ef_construction)
+
+    def set_num_threads(self, threads: int) -> None:
+        """Threads for batch add and batch search; ≤ 0 means all cores."""
+        self._index.set_num_threads(threads if threads > 0 else -1)
+
+    def resize(self, capacity: int) -> None:
+        self._index.resize_index(capacity)
+
+    def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
+        """Add (or overwrite, for an existing label) vectors, growing the capacity as needed."""
+        if len(labels) == 0:
+            return
+        needed = int(self._index.element_count) + len(labels)
+        if needed > self.capacity:
+            self.resize(max(needed, 2 * self.capacity))
+        self._index.add_items(np.asarray(vectors, dtype=np.float32), np.asarray(labels))
+        self._deleted.difference_update(np.asarray(labels).tolist())
+
+    def mark_deleted(self, label: int) -> None:
+        """Idempotent: marking an already deleted label again is not an error."""
+        try:
+            self._index.mark_deleted(label)
+        except RuntimeError as exc:
+            if "already deleted" not in str(exc):
+                raise
+        self._deleted.add(label)
+
+    def assume_deleted(self, labels: Iterable[int]) -> None:
+        """Tell the wrapper which labels the graph has marked deleted (hnswlib cannot say)."""
+        self._deleted = set(labels)
+
+    def get_vectors(self, labels: np.ndarray) -> np.ndarray:
+        """The vectors as stored in the graph (normalised, for the cosine space)."""
+        if len(labels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        items = self._index.get_items(np.asarray(labels), return_type="numpy")
+        return np.asarray(items, dtype=np.float32)
+
+    def search(self, vectors: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` labels and scores per query (fewer columns when the graph holds fewer)."""
+        queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        k = min(k, self.count)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+        self._index.set_ef(max(ef, k))
+        try:
+            labels, distances = self._index.knn_query(queries, k=k)
+        except RuntimeError:
+            # hnswlib raises when a search finds fewer than k live elements (possible with
+            # many deletions or a tiny ef); searching with ef = all elements finds them.
+            self._index.set_ef(int(self._index.element_count))
+            labels, distances = self._index.knn_query(queries, k=k)
+        return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+
+    def save(self, path: str | Path) -> str:
+        """Write atomically (temp file, fsync, rename, fsync the folder); returns the sha256.
+
+        A crash leaves either the previous graph or the new one, never a partial file.
+        """
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        self._index.save_index(str(tmp))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        digest = sha256_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        return digest
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
