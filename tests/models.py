@@ -18,7 +18,9 @@ def save_tiny_distilbert(path: Path, seed: int = 0) -> Path:
     from transformers import DistilBertConfig, DistilBertModel
 
     torch.manual_seed(seed)
-    config = DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+    # A wide initialisation makes vectors depend on the text (at the default 0.02 every text
+    # pools to nearly the same vector), so rankings in tests are not ties.
+    config = DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, initializer_range=0.5)
     DistilBertModel(config).save_pretrained(path)
     shutil.copy(VOCAB, path / "vocab.txt")
     return path
@@ -31,7 +33,11 @@ def save_tiny_bert(path: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        initializer_range=0.5,
     )
     BertModel(config).save_pretrained(path)
     shutil.copy(VOCAB, path / "vocab.txt")
