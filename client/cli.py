@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "bertdot.export.cli",
     "bertdot.server.index_cli",
     "bertdot.server.cli",
+    "bertdot.server.demo_cli",
     "bertdot.client.commands",
 )
 
