@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "bertdot.server.index_cli",
     "bertdot.server.cli",
     "bertdot.server.demo_cli",
+    "bertdot.server.eval_cli",
     "bertdot.client.commands",
 )
 
