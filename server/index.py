@@ -275,7 +275,10 @@ class Index:
                 n: (p.id, p.title, p.text) for n, p in self.store.get_by_labels(wanted).items()
             }
         else:
-            found = {n: (pid, None, None) for n, pid in self.store.ids_for_labels(wanted).items()}
+            found = {
+                n: (pid, title, None)
+                for n, (pid, title) in self.store.headers_for_labels(wanted).items()
+            }
         return [
             [
                 Hit(found[n][0], s, found[n][1], found[n][2])

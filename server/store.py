@@ -167,6 +167,11 @@ class PassageStore:
         rows = self._rows(self._conn(), "label, id, title, text", "label", list(labels))
         return {label: Passage(pid, title, text) for label, pid, title, text in rows}
 
+    def headers_for_labels(self, labels: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+        """Id and title only: search hits carry titles always, texts only on request."""
+        rows = self._rows(self._conn(), "label, id, title", "label", list(labels))
+        return {label: (pid, title) for label, pid, title in rows}
+
     def ids_for_labels(self, labels: Sequence[int]) -> dict[int, str]:
         return dict(self._rows(self._conn(), "label, id", "label", list(labels)))
 
