@@ -1,0 +1,97 @@
+"""The `bertdot bench` load generator: closed or open loop, unary or streaming search.
+
+Closed loop (``rate=None``): ``concurrency`` requests are always outstanding; each sends
+its next request when its answer arrives, as ghz does. Latency is then answer − send.
+
+Open loop (``rate`` queries/s): sends follow a fixed schedule (constant or Poisson
+arrivals) whatever the server does, up to ``max_in_flight`` unanswered requests, beyond
+which a send is counted as dropped. Latency is answer − *intended* send time, as in wrk2:
+when the server (or this generator) falls behind, the queueing shows up in the
+percentiles instead of silently slowing the schedule down (coordinated omission).
+
+The loops themselves are in ``bench_loops``, the recorder in ``bench_stats``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter
+
+from bertdot.client.bench_loops import Load
+from bertdot.client.bench_queries import DEFAULT_QUERIES
+from bertdot.client.bench_stats import Snapshot, Stats
+from bertdot.client.channel import ChannelConfig, create_aio_channel
+from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
+
+__all__ = ["DEFAULT_QUERIES", "BenchConfig", "BenchResult", "run_bench"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One load test, as built by the CLI."""
+
+    target: str = "127.0.0.1:50051"
+    queries: tuple[str, ...] = DEFAULT_QUERIES
+    k: int = 10
+    ef: int | None = None
+    mode: str = "unary"  # or "stream"
+    concurrency: int = 1  # closed loop only
+    rate: float | None = None  # queries/s; set = open loop
+    arrivals: str = "constant"  # or "poisson"
+    max_in_flight: int = 1024  # open loop only
+    duration_s: float = 10.0
+    warmup_s: float = 1.0
+    timeout_s: float = 10.0  # deadline of each unary call; drain limit of a stream
+    seed: int | None = None  # of the Poisson schedule
+    token: str | None = None
+    tls: bool = False
+    ca: str | None = None
+
+    @property
+    def open_loop(self) -> bool:
+        return self.rate is not None
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    config: BenchConfig
+    stats: Stats
+    duration_s: float  # measured length of the window (see Stats.measured_s)
+
+
+async def run_bench(
+    config: BenchConfig,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    progress_every_s: float = 0.5,
+) -> BenchResult:
+    """Run the load test; call ``on_progress`` every ``progress_every_s`` seconds."""
+    if not config.queries:
+        raise ValueError("no queries to send")
+    channel = create_aio_channel(
+        ChannelConfig(
+            target=config.target, tls=config.tls, root_certificates=config.ca, max_attempts=1
+        )
+    )
+    try:
+        # Connect before the clock starts, so a short warm-up is not spent on the handshake.
+        # A server still unreachable then is not waited for: its UNAVAILABLEs are counted.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(channel.channel_ready(), min(config.timeout_s, 5.0))
+        runner = Load(config, pb_grpc.RetrievalStub(channel))
+        ticker = asyncio.create_task(_tick(runner.stats, on_progress, progress_every_s))
+        try:
+            await (runner.stream() if config.mode == "stream" else runner.unary())
+        finally:
+            ticker.cancel()
+    finally:
+        await channel.close()
+    return BenchResult(config, runner.stats, runner.stats.measured_s(config.duration_s))
+
+
+async def _tick(stats: Stats, on_progress: Callable[[Snapshot], None] | None, every: float) -> None:
+    while on_progress is not None:
+        await asyncio.sleep(every)
+        on_progress(stats.snapshot(perf_counter()))
