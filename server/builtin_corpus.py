@@ -64,8 +64,8 @@ def _docstrings(stdlib: Path) -> Iterator[tuple[str, str, str]]:
                     for method in node.body
                     if isinstance(method, ast.FunctionDef) and not method.name.startswith("_")
                 )
-        for name, node in nodes:
-            doc = ast.get_docstring(node)  # type: ignore[arg-type]
+        for name, documented in nodes:
+            doc = ast.get_docstring(documented)  # type: ignore[arg-type]
             if not doc:
                 continue
             for n, passage in enumerate(_split(doc)):
