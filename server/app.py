@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +21,8 @@ from bertdot.server.encoder import Encoder
 from bertdot.server.interceptors import ServingInterceptor
 from bertdot.server.metrics import ServerMetrics
 from bertdot.server.service import RetrievalService
+from bertdot.server.snapshots import Snapshots
+from bertdot.server.wire_guard import DecodeGuard
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
 
@@ -34,7 +39,8 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _load(config: ServerConfig) -> tuple[Encoder, Any]:
+def _load(config: ServerConfig) -> tuple[Encoder, Any, bool]:
+    """The encoder, the index (or None) and whether writes are refused."""
     encoder = Encoder(
         config.model,
         device=config.device,  # type: ignore[arg-type]
@@ -44,15 +50,30 @@ def _load(config: ServerConfig) -> tuple[Encoder, Any]:
         batch_size=config.batching.max_batch_size,
     )
     index = None
+    read_only = config.read_only
     if config.index is not None:
         from bertdot.server.index import Index
 
+        if not read_only and not index_writable(config.index):
+            log.warning("index %s is not writable: serving it read-only", config.index)
+            read_only = True
         index = Index.open(
             config.index,
             expected_fingerprint=encoder.fingerprint,
             expected_similarity=encoder.similarity,
+            writer=not read_only,
+            read_only=read_only,
+            rebuild_graph=config.rebuild_graph,
         )
-    return encoder, index
+    return encoder, index, read_only
+
+
+def index_writable(root: Path) -> bool:
+    """Whether this process may write the index folder and its store (a replica's copy on a
+    read-only volume is not)."""
+    from bertdot.server.index import STORE_NAME
+
+    return os.access(root, os.W_OK) and os.access(root / STORE_NAME, os.W_OK)
 
 
 def _warm_up(encoder: Encoder, max_batch_size: int) -> None:
@@ -63,7 +84,7 @@ def _warm_up(encoder: Encoder, max_batch_size: int) -> None:
         encoder.encode([text] * max_batch_size, batch_size=max_batch_size)
 
 
-def _info(encoder: Encoder, index: Any, config: ServerConfig) -> pb.InfoResponse:
+def _info(encoder: Encoder, index: Any, read_only: bool) -> pb.InfoResponse:
     m = encoder.manifest
     response = pb.InfoResponse(
         model=pb.ModelInfo(
@@ -88,7 +109,8 @@ def _info(encoder: Encoder, index: Any, config: ServerConfig) -> pb.InfoResponse
                 m=params.M,
                 ef_construction=params.ef_construction,
                 default_ef=params.ef_search,
-                read_only=config.read_only,
+                read_only=read_only,
+                sequence=index.sequence,
             )
         )
     return response
@@ -107,13 +129,17 @@ class BertdotServer:
         self.port = 0
         self.metrics_port: int | None = None
         self.batcher: QueryBatcher | None = None
+        self.index: Any | None = None
+        self.read_only = config.read_only
         self._server: grpc.aio.Server | None = None
         self._loading: asyncio.Task[None] | None = None
+        self.snapshots: Snapshots | None = None  # set for a writable index
+        self._snapshots: asyncio.Task[None] | None = None
 
     async def start(self, wait_ready: bool = True) -> int:
         limit = self.config.max_message_bytes
         self._server = grpc.aio.server(
-            interceptors=[ServingInterceptor(self.metrics, self.config.token)],
+            interceptors=[ServingInterceptor(self.metrics, self.config.token), DecodeGuard()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -142,7 +168,10 @@ class BertdotServer:
 
     async def _become_ready(self) -> None:
         loop = asyncio.get_running_loop()
-        encoder, index = await loop.run_in_executor(self.workers.encoder, _load, self.config)
+        encoder, index, read_only = await loop.run_in_executor(
+            self.workers.encoder, _load, self.config
+        )
+        self.index, self.read_only = index, read_only
         await loop.run_in_executor(
             self.workers.encoder, _warm_up, encoder, self.config.batching.max_batch_size
         )
@@ -159,23 +188,39 @@ class BertdotServer:
         self.batcher.start()
         batcher = self.batcher
         self.metrics.watch(lambda: batcher.depth, lambda: index.count if index else 0)
-        self.service.info_response = _info(encoder, index, self.config)
-        self.service.core = Retriever(encoder, index, batcher, self.workers, self.config.limits)
+        self.service.info_response = _info(encoder, index, read_only)
+        self.service.core = Retriever(
+            encoder, index, batcher, self.workers, self.config.limits, read_only=read_only
+        )
+        interval = self.config.snapshot_interval_s
+        if index is not None and not read_only:
+            self.snapshots = Snapshots(index, self.workers.search)
+            if interval:
+                self._snapshots = asyncio.create_task(self.snapshots.every(interval))
         for service in ("", SERVICE_NAME):
             await self.health.set(service, SERVING)
         log.info("serving on port %d with %s", self.port, encoder.describe())
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new work, finish in-flight requests within `grace`."""
+        """Report NOT_SERVING, refuse new work, finish in-flight requests within `grace`;
+        then save the graph if writes arrived since the last save, and close the index."""
         self.service.draining = True
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(self.config.grace_s if grace is None else grace)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
         if self.batcher is not None:
             await self.batcher.stop()
+        if self.snapshots is not None:
+            await self.snapshots.save()
         self.workers.shutdown()
+        if self.index is not None:
+            self.index.close()
         self.metrics.close()
 
     async def wait(self) -> None:

@@ -61,7 +61,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--token", "bearer token required in the authorization metadata (health stays open)")
     add("--grace", "seconds to finish in-flight requests on SIGTERM", 10.0, type=float)
     add("--max-message-bytes", "largest request or response message", 16 * 1024 * 1024, type=int)
+    writes = p.add_argument_group("writes (Upsert, Delete)")
+    writes.add_argument(
+        "--read-only",
+        action="store_true",
+        default=_env_flag("read-only"),
+        help="refuse Upsert and Delete with FAILED_PRECONDITION (replicas that only serve); "
+        "an index folder this process cannot write is served read-only anyway "
+        f"[env {ENV_PREFIX}READ_ONLY=1]",
+    )
+    writes.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=_env_default("snapshot-interval"),
+        metavar="S",
+        help="save the graph every S seconds when writes arrived, so a restart replays at "
+        f"most S seconds of writes (default: only at shutdown) [env {ENV_PREFIX}SNAPSHOT_INTERVAL]",
+    )
+    writes.add_argument(
+        "--rebuild-graph",
+        action="store_true",
+        default=_env_flag("rebuild-graph"),
+        help="rebuild a missing or corrupt graph file from the passage store instead of "
+        f"refusing to start [env {ENV_PREFIX}REBUILD_GRAPH=1]",
+    )
     p.set_defaults(handler=run)
+
+
+def _env_flag(name: str) -> bool:
+    value = str(_env_default(name, "")).strip().lower()
+    return value in ("1", "true", "yes", "on")
 
 
 def config_from(args: argparse.Namespace) -> Any:
@@ -92,18 +121,33 @@ def config_from(args: argparse.Namespace) -> Any:
         token=args.token,
         grace_s=float(args.grace),
         max_message_bytes=int(args.max_message_bytes),
+        read_only=bool(args.read_only),
+        snapshot_interval_s=_interval(args.snapshot_interval),
+        rebuild_graph=bool(args.rebuild_graph),
     )
+
+
+def _interval(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)
+    if seconds <= 0:
+        raise SystemExit("bertdot serve: --snapshot-interval must be positive")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
     require_extra("server", "onnxruntime", "tokenizers", "hnswlib", "grpc_reflection")
     import asyncio
 
+    from bertdot.server.index import IndexLoadError
     from bertdot.server.serve import serve_forever
 
     config = config_from(args)
     try:
         return asyncio.run(serve_forever(config))
-    except (OSError, ValueError) as exc:  # bad artifact/index, port in use, unreadable cert
+    # A bad artifact or index (corrupt graph: the message names the repair command, a second
+    # writer), a port in use, an unreadable certificate.
+    except (OSError, ValueError, IndexLoadError) as exc:
         print(f"bertdot serve: error: {exc}", file=sys.stderr)
         return 2

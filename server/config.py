@@ -40,5 +40,7 @@ class ServerConfig:
     token: str | None = None
     grace_s: float = 10.0
     max_message_bytes: int = 16 * 1024 * 1024
-    read_only: bool = False
+    read_only: bool = False  # refuse Upsert/Delete (also when the index dir is not writable)
     search_threads: int = 1
+    snapshot_interval_s: float | None = None  # save the graph this often when it has new writes
+    rebuild_graph: bool = False  # rebuild a missing or corrupt graph file from the store

@@ -5,6 +5,7 @@ messages; everything here is testable and benchmarkable without a channel. Model
 runs in the encoder thread (one ONNX Runtime call at a time: its own threads use the
 cores), index work in the search thread (hnswlib's ef is a setting of the whole graph,
 so searches with different ef must not interleave, and writes must not run beside them).
+Writes (`upsert`, `delete`) follow the same split; their path is in `writes.py`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from bertdot.server.batcher import EncodedText, QueryBatcher
+from bertdot.server.corpus import Passage
 from bertdot.server.encoder import Encoded, Encoder
 from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded
 from bertdot.server.validation import Limits, check_count, check_ef, check_k, check_text
+from bertdot.server.writes import DeleteAnswer, UpsertAnswer, Writes
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,24 @@ class Retriever:
         batcher: QueryBatcher,
         workers: Workers,
         limits: Limits | None = None,
+        read_only: bool = False,
     ) -> None:
         self.encoder = encoder
         self.index = index
         self.batcher = batcher
         self.workers = workers
         self.limits = limits or Limits()
+        self.read_only = read_only
         self._bulk_in_flight = 0
+        self._writes = Writes(
+            encoder,
+            index,
+            workers.encoder,
+            workers.search,
+            self.limits,
+            self._admit_bulk,
+            read_only,
+        )
 
     async def _run(self, executor: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
@@ -277,6 +291,16 @@ class Retriever:
                 batch_size=query_encoded.batch_size,
             ),
         )
+
+    async def upsert(
+        self, passages: Sequence[Passage], deadline: float | None = None
+    ) -> UpsertAnswer:
+        """Add or replace passages; returns once the write is durable and searchable."""
+        return await self._writes.upsert(passages, deadline)
+
+    async def delete(self, ids: Sequence[str], deadline: float | None = None) -> DeleteAnswer:
+        """Remove passages by id; unknown ids are reported, not refused."""
+        return await self._writes.delete(ids, deadline)
 
     def _stored_vectors(self, ids: list[str], with_text: bool) -> tuple[np.ndarray, list[str]]:
         index = self._require_index()

@@ -75,7 +75,7 @@ class HnswGraph:
         if actual != expected_sha256:
             raise GraphFileError(
                 f"graph file {path} is corrupt or truncated (sha256 {actual[:16]}…, "
-                f"expected {expected_sha256[:16]}…); rebuild it from the passage store"
+                f"expected {expected_sha256[:16]}…)"
             )
         index = hnswlib.Index(space=space, dim=dim)
         try:
@@ -130,6 +130,19 @@ class HnswGraph:
             if "already deleted" not in str(exc):
                 raise
         self._deleted.add(label)
+
+    def retire(self, label: int) -> None:
+        """Mark `label` deleted even where the graph never held it (a passage added and deleted
+        after the graph was saved, replayed from the store): a zero placeholder is inserted
+        first. Every label the store ever handed out is then in the graph, so the store's
+        free labels are exactly the graph's deleted ones and `count` stays right."""
+        try:
+            self.mark_deleted(label)
+        except RuntimeError as exc:
+            if "not found" not in str(exc):
+                raise
+            self.add(np.zeros((1, self.dim), dtype=np.float32), np.array([label]))
+            self.mark_deleted(label)
 
     def assume_deleted(self, labels: Iterable[int]) -> None:
         """Tell the wrapper which labels the graph has marked deleted (hnswlib cannot say)."""

@@ -12,79 +12,49 @@ searches, so comparing the two measures the graph alone.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bertdot.server.corpus import Passage
-from bertdot.server.hnsw import GraphFileError, HnswGraph, fsync_dir, space_for
-from bertdot.server.store import PassageStore
+from bertdot.server.hnsw import HnswGraph
+from bertdot.server.index_manifest import (
+    DEFAULT_EF,
+    GRAPH_NAME,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    STORE_NAME,
+    IndexLoadError,
+    IndexManifest,
+    IndexMismatchError,
+    check_compatible,
+    write_atomic,
+)
+from bertdot.server.lockfile import WriterLock
+from bertdot.server.recovery import load_graph
+from bertdot.server.store import PassageStore, Written
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-STORE_NAME = "passages.sqlite"
-GRAPH_NAME = "graph.hnsw"
-DEFAULT_EF = 128
+__all__ = [
+    "DEFAULT_EF",
+    "GRAPH_NAME",
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "STORE_NAME",
+    "Hit",
+    "Index",
+    "IndexLoadError",
+    "IndexManifest",
+    "IndexMismatchError",
+    "check_compatible",
+    "write_atomic",
+]
+
 _EXACT_CHUNK = 16384
-
-
-class IndexLoadError(Exception):
-    """An index directory cannot be opened (missing, unfinished, corrupt)."""
-
-
-class IndexMismatchError(IndexLoadError):
-    """The index was built by another model, or its space does not fit the similarity."""
-
-
-@dataclass(frozen=True)
-class IndexManifest:
-    fingerprint: str
-    similarity: str
-    space: str
-    dim: int
-    count: int
-    M: int
-    ef_construction: int
-    ef_search: int
-    graph_file: str
-    graph_sha256: str
-    graph_seq: int  # the store's write sequence the graph contains; later writes replay
-    created_at: str
-    corpus: str | None = None
-    schema_version: int = SCHEMA_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, index_dir: str | Path) -> IndexManifest:
-        root = Path(index_dir)
-        path = root / MANIFEST_NAME
-        if not path.is_file():
-            if (root / STORE_NAME).is_file():
-                raise IndexLoadError(
-                    f"{root} is an unfinished build (no {MANIFEST_NAME}); finish it with "
-                    "`bertdot index build ... --resume`"
-                )
-            raise IndexLoadError(f"{root} is not a bertdot index: {MANIFEST_NAME} not found")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("schema_version") != SCHEMA_VERSION:
-                raise IndexLoadError(
-                    f"{path}: schema_version {data.get('schema_version')!r} is not supported "
-                    f"(expected {SCHEMA_VERSION})"
-                )
-            return cls(**data)
-        except (OSError, json.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise IndexLoadError(f"{path} is not a valid index manifest: {exc}") from exc
-
-    def write(self, index_dir: str | Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-        write_atomic(Path(index_dir) / MANIFEST_NAME, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,27 +65,27 @@ class Hit:
     text: str | None = None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 class Index:
     """Thread-safe: graph work (whose `ef` is global) runs under a lock; the store has a
-    connection per thread."""
+    connection per thread. Writes (`upsert`, `delete`) are meant to come from one thread, the
+    one searches run on in the server, so that a graph insertion never overlaps a search
+    even beyond what the lock guards."""
 
     def __init__(
-        self, root: Path, manifest: IndexManifest, store: PassageStore, graph: HnswGraph
+        self,
+        root: Path,
+        manifest: IndexManifest,
+        store: PassageStore,
+        graph: HnswGraph,
+        lock: WriterLock | None = None,
     ) -> None:
         self.root = root
         self.manifest = manifest
         self.store = store
         self.graph = graph
+        self.writer_lock = lock
+        self.sequence = store.max_seq()  # of the last write applied to the graph
+        self.rebuilt = False  # whether `open` rebuilt a damaged graph from the store
         self._lock = threading.RLock()
 
     @classmethod
@@ -125,41 +95,76 @@ class Index:
         *,
         expected_fingerprint: str | None = None,
         expected_similarity: str | None = None,
+        writer: bool = False,
+        read_only: bool = False,
+        rebuild_graph: bool = False,
     ) -> Index:
         """Open an index, refusing another model's index or a space unfit for its similarity.
 
         Writes in the store newer than the saved graph are replayed into it in memory.
+        `writer`: take the index's exclusive writer lock (a server that accepts writes, a
+        snapshot); a second writer is refused. `read_only`: open the store read-only.
+        `rebuild_graph`: rebuild a missing or damaged graph file from the store (and save it,
+        for a writer) instead of refusing to open.
         """
         root = Path(index_dir)
         manifest = IndexManifest.read(root)
         check_compatible(manifest, root, expected_fingerprint, expected_similarity)
         if not (root / STORE_NAME).is_file():
             raise IndexLoadError(f"index {root}: the passage store {STORE_NAME} is missing")
-        store = PassageStore(root / STORE_NAME)
+        lock = WriterLock.acquire(root) if writer else None
+        store = None
         try:
-            graph = HnswGraph.load(
-                root / manifest.graph_file, manifest.space, manifest.dim, manifest.graph_sha256
-            )
-        except GraphFileError as exc:
-            store.close()
-            raise IndexLoadError(str(exc)) from exc
-        changes = store.changes_since(manifest.graph_seq)
-        graph.add(changes.vectors, changes.labels)
-        for label in changes.deleted:
-            graph.mark_deleted(label)
-        graph.assume_deleted(store.free_labels())
-        stored = store.count()
-        if graph.count != stored or graph.dim != manifest.dim:
-            store.close()
-            raise IndexLoadError(
-                f"index {root}: the graph holds {graph.count} vectors of dimension {graph.dim} "
-                f"but the store {stored} of dimension {manifest.dim}: the files do not belong "
-                "together; rebuild the index"
-            )
-        return cls(root, manifest, store, graph)
+            store = PassageStore(root / STORE_NAME, read_only=read_only)
+            graph, rebuilt = load_graph(root, manifest, store, rebuild_graph)
+            stored = store.count()
+            if graph.count != stored or graph.dim != manifest.dim:
+                raise IndexLoadError(
+                    f"index {root}: the graph holds {graph.count} vectors of dimension "
+                    f"{graph.dim} but the store {stored} of dimension {manifest.dim}: the files "
+                    "do not belong together; rebuild the index"
+                )
+        except BaseException:
+            if store is not None:
+                store.close()
+            if lock is not None:
+                lock.release()
+            raise
+        index = cls(root, manifest, store, graph, lock)
+        index.rebuilt = rebuilt
+        if rebuilt and writer:
+            index.save_graph()
+        return index
 
     def close(self) -> None:
         self.store.close()
+        if self.writer_lock is not None:
+            self.writer_lock.release()
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes applied since the graph was last saved (replayed at the next open)."""
+        return self.sequence - self.manifest.graph_seq
+
+    def upsert(self, passages: Sequence[Passage], vectors: np.ndarray) -> int:
+        """Add or replace passages: commit them durably, then update the graph (growing it
+        when full). Returns the write's sequence number. A crash between the two steps is
+        repaired by the replay at the next open."""
+        written = self.store.upsert(passages, vectors)
+        with self._lock:
+            self.graph.add(vectors, np.asarray(written.labels, dtype=np.int64))
+            self.sequence = max(self.sequence, written.sequence)
+        return written.sequence
+
+    def delete(self, ids: Sequence[str]) -> Written:
+        """Remove passages by id (unknown ids are skipped): commit, then mark their labels
+        deleted in the graph; the labels are reused by later additions."""
+        removed = self.store.remove(ids)
+        with self._lock:
+            for label in removed.labels:
+                self.graph.mark_deleted(label)
+            self.sequence = max(self.sequence, removed.sequence)
+        return removed
 
     @property
     def count(self) -> int:
@@ -251,20 +256,24 @@ class Index:
 
     def save_graph(self) -> None:
         """Checkpoint the in-memory graph (replayed writes included) so the next open replays
-        less. The graph goes to a new file and the manifest is switched to it atomically: a
-        crash leaves the old manifest and graph intact, at worst an orphan file behind."""
+        less. The graph goes to a new file (never over the one the manifest names) and the
+        manifest is switched to it atomically: a crash leaves the old manifest and graph
+        intact, at worst an orphan file behind, which the next snapshot removes."""
         with self._lock:
-            seq = self.store.max_seq()  # replay is idempotent: later writes may be in it too
-            name = f"graph.{seq}.hnsw"
-            sha256 = self.graph.save(self.root / name)
+            seq = self.sequence  # exactly the writes this graph holds
             old = self.manifest.graph_file
+            name = f"graph.{seq}.hnsw"
+            if name == old:  # a rebuilt graph at an unchanged sequence
+                name = f"graph.{seq}.{time.time_ns()}.hnsw"
+            sha256 = self.graph.save(self.root / name)
             self.manifest = replace(
                 self.manifest, graph_file=name, graph_sha256=sha256, graph_seq=seq,
                 count=self.graph.count,
             )  # fmt: skip
             self.manifest.write(self.root)
-            if old != name:
-                (self.root / old).unlink(missing_ok=True)
+            for stale in self.root.glob("graph*.hnsw*"):
+                if stale.name != name:
+                    stale.unlink(missing_ok=True)
 
     def _hits(self, labels: np.ndarray, scores: np.ndarray, with_text: bool) -> list[list[Hit]]:
         """Labels → passages in one store query (labels deleted meanwhile are dropped)."""
@@ -287,34 +296,6 @@ class Index:
             ]
             for row_labels, row_scores in zip(labels, scores, strict=True)
         ]
-
-
-def check_compatible(
-    manifest: IndexManifest,
-    root: Path,
-    expected_fingerprint: str | None,
-    expected_similarity: str | None,
-) -> None:
-    try:
-        space = space_for(manifest.similarity)
-    except ValueError as exc:
-        raise IndexMismatchError(f"index {root}: {exc}") from exc
-    if manifest.space != space:
-        raise IndexMismatchError(
-            f"index {root} uses hnswlib space {manifest.space!r}, but its model's similarity "
-            f"{manifest.similarity!r} needs {space!r}; rebuild the index"
-        )
-    if expected_similarity is not None and expected_similarity != manifest.similarity:
-        raise IndexMismatchError(
-            f"index {root} was built for {manifest.similarity!r} similarity, but the model "
-            f"uses {expected_similarity!r}; rebuild the index with this model"
-        )
-    if expected_fingerprint is not None and expected_fingerprint != manifest.fingerprint:
-        raise IndexMismatchError(
-            f"index {root} was built with another model (artifact fingerprint "
-            f"{manifest.fingerprint}, this model is {expected_fingerprint}); "
-            "rebuild the index with this model or serve it with the model that built it"
-        )
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

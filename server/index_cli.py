@@ -1,5 +1,6 @@
-"""`bertdot index build|check` argument parsing (light: the model stack, numpy and hnswlib
-are imported only when a subcommand runs, so `bertdot --help` works on a client install)."""
+"""`bertdot index build|check|snapshot|repair` argument parsing (light: the model stack, numpy
+and hnswlib are imported only when a subcommand runs, so `bertdot --help` works on a client
+install)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _runtime_flags(check)
     check.set_defaults(handler=run_check)
+
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="save the graph with every write of the store, so restarts replay nothing",
+        description="Replay the writes the passage store holds beyond the saved graph and save "
+        "the graph atomically (new file, fsync, manifest switched by rename). Refused while a "
+        "server that accepts writes holds the index.",
+    )
+    snapshot.add_argument("index_dir", type=Path, help="index directory")
+    snapshot.set_defaults(handler=run_maintenance, action="snapshot")
+
+    repair = commands.add_parser(
+        "repair",
+        help="rebuild a missing or corrupt graph file from the passage store",
+        description="The passage store is the source of truth and the graph a cache of it: a "
+        "graph file that is missing or fails its sha256 is rebuilt from the stored vectors "
+        "and saved. An intact graph is only brought up to date.",
+    )
+    repair.add_argument("index_dir", type=Path, help="index directory")
+    repair.set_defaults(handler=run_maintenance, action="repair")
 
 
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
@@ -179,4 +200,18 @@ def run_check(args: argparse.Namespace) -> int:
         return _fail("check", exc)
     finally:
         index.close()
+    return 0
+
+
+def run_maintenance(args: argparse.Namespace) -> int:
+    try:
+        from bertdot.server import maintenance
+
+        known = _known_errors()
+    except ImportError:
+        return _fail(args.action, EXTRA_HINT)
+    try:
+        print(getattr(maintenance, args.action)(args.index_dir))
+    except known as exc:
+        return _fail(args.action, exc)
     return 0

@@ -45,7 +45,10 @@ def _options(intra_op_threads: int, inter_op_threads: int) -> ort.SessionOptions
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = inter_op_threads
-    # Spinning worker threads burn a core between requests; a server idles often.
+    # Spinning stays off (measured by `benchmarks/encoder.py --sweep` on 2 cores): it cut an
+    # idle machine's single-query latency by 5-25%, but made it 1.3-3x slower while another
+    # thread held a core (the server's own gRPC and tokenizer threads do) and burned ~35 ms
+    # of CPU per call when idle; session.force_spinning_stop ends the burn, not the slowdown.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from bertdot.server import convert
+from bertdot.server import convert, convert_writes
 from bertdot.server.core import Retriever
 from bertdot.server.errors import NotReady, status_for
 from bertdot.server.metrics import ServerMetrics
@@ -104,7 +104,17 @@ class RetrievalService(pb_grpc.RetrievalServicer):
         response.CopyFrom(self.info_response or pb.InfoResponse())
         if core.index is not None:
             response.index.size = core.index.count
+            response.index.sequence = core.index.sequence
+            response.index.read_only = core.read_only
         return response
+
+    async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.UpsertResponse:
+        answer = await self._core().upsert(convert_writes.passages(request), deadline_of(context))
+        return convert_writes.upsert_response(answer)
+
+    async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
+        answer = await self._core().delete(list(request.ids), deadline_of(context))
+        return convert_writes.delete_response(answer)
 
 
 async def _fan_out(

@@ -14,11 +14,13 @@ serialised by a lock. A store may also be read by other processes while one writ
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -62,23 +64,47 @@ class Changes:
     deleted: list[int]
 
 
+@dataclass(frozen=True)
+class Written:
+    """One committed write: the labels it touched (in request order), the ids it removed
+    (deletions only) and its sequence number (the `seq` of its last row)."""
+
+    labels: list[int]
+    sequence: int
+    ids: list[str] = field(default_factory=list)
+
+
 class PassageStore:
-    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+    def __init__(self, path: str | Path, *, durable: bool = True, read_only: bool = False) -> None:
         """`durable=False` (bulk builds) syncs less often: committed writes still survive a
-        killed process in WAL mode, only an OS crash may lose the last ones."""
+        killed process in WAL mode, only an OS crash may lose the last ones. `durable=True`
+        (synchronous=FULL) makes a commit survive an OS crash too: a served write is
+        acknowledged only after it. `read_only` opens the database read-only (replicas)."""
         self.path = Path(path)
+        self.read_only = read_only
         self._sync = "FULL" if durable else "NORMAL"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._write_lock = threading.Lock()
-        self._conn().executescript(_SCHEMA)
+        if read_only:
+            self._conn()  # fail now, not on the first query, if it cannot be opened
+        else:
+            self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._sync}")
+            if self.read_only:
+                conn = sqlite3.connect(
+                    _read_only_uri(self.path),
+                    uri=True,
+                    check_same_thread=False,
+                    isolation_level=None,
+                )
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._sync}")
             conn.execute("PRAGMA busy_timeout=10000")
             self._local.conn = conn
             self._connections.append(conn)
@@ -129,17 +155,53 @@ class PassageStore:
             self._put_meta(conn, meta or {})
         return labels
 
-    def delete(self, ids: Iterable[str]) -> list[int]:
-        """Remove passages; their labels become free for reuse. Returns the freed labels."""
+    def upsert(self, passages: Sequence[Passage], vectors: np.ndarray) -> Written:
+        """Add passages or replace the stored ones with the same id, in one transaction.
+
+        A replaced passage keeps its label (the graph overwrites that vector in place) and
+        takes a new `seq`, so a graph saved before this write replays it; new passages take
+        freed labels first. The passage and its vector are one row: after a crash either
+        both are there or neither.
+        """
+        if len(passages) != len(vectors):
+            raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
+        ids = [p.id for p in passages]
+        if len(set(ids)) != len(ids):
+            raise DuplicateIdError(next(i for n, i in enumerate(ids) if i in ids[:n]), None)
+        blobs = np.ascontiguousarray(vectors, dtype=VECTOR_DTYPE)
         with self._write_lock, self._transaction() as conn:
-            freed = [label for label, _ in self._rows(conn, "label, id", "id", list(ids))]
+            stored = dict(self._rows(conn, "id, label", "id", list(ids)))
+            fresh = iter(self._allocate(conn, sum(i not in stored for i in ids)))
+            labels = [stored[i] if i in stored else next(fresh) for i in ids]
+            seq = self._counter(conn, "next_seq", len(passages))
+            conn.executemany(
+                "INSERT INTO passages (id, label, title, text, vector, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET title = excluded.title,"
+                " text = excluded.text, vector = excluded.vector, seq = excluded.seq,"
+                " source_line = NULL",
+                (
+                    (p.id, label, p.title, p.text, blobs[n].tobytes(), seq + n)
+                    for n, (p, label) in enumerate(zip(passages, labels, strict=True))
+                ),
+            )
+        return Written(labels, seq + len(passages) - 1)
+
+    def remove(self, ids: Iterable[str]) -> Written:
+        """Remove passages; their labels become free for reuse. Unknown ids are skipped."""
+        with self._write_lock, self._transaction() as conn:
+            rows = self._rows(conn, "label, id", "id", list(dict.fromkeys(ids)))
+            freed = [label for label, _ in rows]
             seq = self._counter(conn, "next_seq", len(freed))
             conn.executemany("DELETE FROM passages WHERE label = ?", ((x,) for x in freed))
             conn.executemany(
                 "INSERT INTO free_labels (label, seq) VALUES (?, ?)",
                 ((label, seq + i) for i, label in enumerate(freed)),
             )
-        return freed
+        return Written(freed, seq + len(freed) - 1, [pid for _, pid in rows])
+
+    def delete(self, ids: Iterable[str]) -> list[int]:
+        """Remove passages; their labels become free for reuse. Returns the freed labels."""
+        return self.remove(ids).labels
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self._write_lock, self._transaction() as conn:
@@ -267,6 +329,18 @@ class PassageStore:
             " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             values.items(),
         )
+
+
+def _read_only_uri(path: Path) -> str:
+    """A read-only SQLite URI. In a folder this process cannot write, SQLite cannot create
+    the WAL index (-shm); if no WAL content is pending, `immutable=1` reads the database
+    file alone (correct: nobody can be writing it)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    pending = wal.is_file() and wal.stat().st_size > 0
+    if not os.access(path.parent, os.W_OK) and not pending:
+        uri += "&immutable=1"
+    return uri
 
 
 class _Transaction:
