@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import os
 import random
 import shutil
 import sys
@@ -144,8 +145,15 @@ def save_seed_checkpoint(path: Path, seed: int = 0) -> Path:
                 parameter.add_(torch.randn_like(parameter) * 0.02)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
-    shutil.copy(_minilm_dir() / "vocab.txt", path / "vocab.txt")
+    shutil.copy(_seed_vocab(), path / "vocab.txt")
     return path
+
+
+def _seed_vocab() -> Path:
+    """Any uncased BERT vocabulary of 30,522 entries will do: MiniLM's, or the file that
+    BERTDOT_BENCH_VOCAB names (a GPU machine without the MiniLM package)."""
+    override = os.environ.get("BERTDOT_BENCH_VOCAB")
+    return Path(override) if override else _minilm_dir() / "vocab.txt"
 
 
 def prepare(model: str, cache: Path, rebuild: bool) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -82,6 +83,12 @@ def _warm_up(encoder: Encoder, max_batch_size: int) -> None:
         text = " ".join(["warm"] * words)
         encoder.encode([text])
         encoder.encode([text] * max_batch_size, batch_size=max_batch_size)
+
+
+def _warm_index(index: Any) -> None:
+    """One search before taking traffic: it opens the search thread's store connection and
+    pages in the graph and the store (the first query paid ~40 ms for this, measured)."""
+    index.search(np.ones((1, index.dim), dtype=np.float32), k=10)
 
 
 def _info(encoder: Encoder, index: Any, read_only: bool) -> pb.InfoResponse:
@@ -175,6 +182,8 @@ class BertdotServer:
         await loop.run_in_executor(
             self.workers.encoder, _warm_up, encoder, self.config.batching.max_batch_size
         )
+        if index is not None:
+            await loop.run_in_executor(self.workers.search, _warm_index, index)
         batching = self.config.batching
         self.batcher = QueryBatcher(
             encoder,

@@ -15,6 +15,8 @@ import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
+# Part of the demo's index name: a demo index built from an older corpus is not reused.
+CORPUS_VERSION = 2
 PASSAGE_WORDS = 80
 MIN_WORDS = 12
 
@@ -45,11 +47,31 @@ def _topics() -> Iterator[tuple[str, str, str]]:
             yield f"topic-{name}-{n}", title, passage
 
 
-def _docstrings(stdlib: Path) -> Iterator[tuple[str, str, str]]:
+# Packages that are tests, tools or internals rather than the library a user calls.
+SKIPPED_PACKAGES = frozenset(
+    {"distutils", "encodings", "ensurepip", "idlelib", "lib2to3", "pydoc_data", "test",
+     "tkinter", "turtledemo"}
+)  # fmt: skip
+
+
+def _modules(stdlib: Path) -> Iterator[tuple[str, Path]]:
+    """Public top-level modules, and packages with their public modules one level down
+    (json, asyncio.tasks, urllib.parse, …): where most of the library's documentation is."""
     for path in sorted(stdlib.glob("*.py")):
-        module = path.stem
-        if module.startswith("_"):
+        if not path.stem.startswith("_"):
+            yield path.stem, path
+    for init in sorted(stdlib.glob("*/__init__.py")):
+        package = init.parent.name
+        if package.startswith("_") or package in SKIPPED_PACKAGES:
             continue
+        yield package, init
+        for path in sorted(init.parent.glob("*.py")):
+            if not path.stem.startswith("_"):
+                yield f"{package}.{path.stem}", path
+
+
+def _docstrings(stdlib: Path) -> Iterator[tuple[str, str, str]]:
+    for module, path in _modules(stdlib):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, OSError):

@@ -79,20 +79,21 @@ def ensure_index(
     artifact: Path, workdir: Path, passages: int | None, say: Callable[[str], None]
 ) -> Path:
     from bertdot.server.build import build_index
-    from bertdot.server.builtin_corpus import write_corpus
+    from bertdot.server.builtin_corpus import CORPUS_VERSION, write_corpus
     from bertdot.server.encoder import Encoder
     from bertdot.server.index import IndexLoadError, IndexManifest
 
     encoder = Encoder(artifact)
     size = "all" if passages is None else str(passages)
-    out = workdir / "indexes" / f"{artifact.name}-{encoder.fingerprint[:8]}-{size}"
+    corpus_name = f"python-docs-v{CORPUS_VERSION}-{size}"
+    out = workdir / "indexes" / f"{artifact.name}-{encoder.fingerprint[:8]}-{corpus_name}"
     try:
         IndexManifest.read(out)
         say(f"reusing the index in {out}")
         return out
     except IndexLoadError:
         pass
-    corpus = workdir / f"python-docs-{size}.jsonl"
+    corpus = workdir / f"{corpus_name}.jsonl"
     count = write_corpus(corpus, passages)
     say(f"built-in corpus: {count} passages of Python's own documentation → {corpus}")
     build_index(encoder, corpus, out, resume=out.exists(), progress=True)
