@@ -1,7 +1,8 @@
 """Dynamic micro-batching of single-text encodes: many concurrent queries, one ORT call.
 
 One future per request. A batch is flushed when it reaches `max_batch_size`, or when its
-oldest request has waited `max_wait_us`; each ONNX Runtime call is further bounded by
+oldest request has waited `max_wait_us` (0 by default: the queries that queued while the
+encoder was busy go as soon as it is free); each ONNX Runtime call is further bounded by
 `max_batch_tokens` padded tokens. Requests that were cancelled or whose deadline has
 passed are dropped before they cost compute. An exception in the batch function reaches
 every request of the batch; nobody waits on a future that no one will complete.
@@ -83,7 +84,7 @@ class QueryBatcher:
         *,
         max_batch_size: int = 32,
         max_batch_tokens: int = 8192,
-        max_wait_us: int = 1000,
+        max_wait_us: int = 0,
         max_queue: int = 1024,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:

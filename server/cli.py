@@ -51,7 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--threads", "ONNX Runtime intra-op threads (0 = all cores)", 0, type=int)
     add("--max-batch-size", "most queries per encoder call", 32, type=int)
     add("--max-batch-tokens", "most padded tokens per encoder call", 8192, type=int)
-    add("--max-wait-us", "longest a query waits for a batch to fill, in µs", 1000, type=int)
+    add(
+        "--max-wait-us",
+        "longest a query waits for a batch to fill, in µs (0: run as soon as the encoder is "
+        "free; batches still form from the queries that arrive while it is busy)",
+        0,
+        type=int,
+    )
     add(
         "--max-queue", "queries waiting beyond this are refused (RESOURCE_EXHAUSTED)", 512, type=int
     )

