@@ -54,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"re-rank this TREC run (qid Q0 docid rank score tag); '{SCOREDDOCS}' takes the "
         "ir_datasets id's own (BM25 top-1000 for MS MARCO)",
     )
-    p.add_argument("--k", type=int, default=1000, help="retrieval depth / candidates (1000)")
+    p.add_argument(
+        "--k",
+        type=int,
+        default=1000,
+        help="retrieval depth / candidates; Recall@N needs k >= N and is left out otherwise (1000)",
+    )
     p.add_argument("--ef", type=int, help="HNSW ef (default: the index's; raised to k)")
     p.add_argument(
         "--rel-threshold", type=int, default=1, help="binarise at this label (TREC-DL: 2) (1)"
@@ -199,11 +204,11 @@ def run(args: argparse.Namespace) -> int:
             produced = system.rerank(dataset.queries, candidates)
         if args.save_run:
             write_run(produced, args.save_run)
-        metrics = evaluate(dataset.qrels, produced, args.rel_threshold)
+        metrics = evaluate(dataset.qrels, produced, args.rel_threshold, args.k)
         reference = None
         if args.reference:
             reference_run = _reference(args, system, dataset, candidates)
-            reference = evaluate(dataset.qrels, reference_run, args.rel_threshold)
+            reference = evaluate(dataset.qrels, reference_run, args.rel_threshold, args.k)
     except _known_errors() as exc:
         return _fail(exc)
     finally:

@@ -33,13 +33,23 @@ def card_measures(rel_threshold: int = 1) -> dict[str, Any]:
     }
 
 
-def evaluate(qrels: Qrels, run: Run, rel_threshold: int = 1) -> dict[str, float]:
-    """Mean of each metric over every query of `qrels` (queries absent from `run` score 0)."""
+def evaluate(
+    qrels: Qrels, run: Run, rel_threshold: int = 1, depth: int | None = None
+) -> dict[str, float]:
+    """Mean of each metric over every query of `qrels` (queries absent from `run` score 0).
+
+    `depth`: how many passages the run was allowed per query. Recall@N of a run cut at fewer
+    than N is not Recall@N (it would read as a poor model), so such metrics are left out.
+    """
     import ir_measures
 
     if not qrels:
         raise ValueError("no judged queries to evaluate")
-    measures = card_measures(rel_threshold)
+    measures = {
+        name: measure
+        for name, measure in card_measures(rel_threshold).items()
+        if depth is None or not name.startswith("Recall@") or int(name.split("@")[1]) <= depth
+    }
     by_measure = {str(m): name for name, m in measures.items()}
     totals = dict.fromkeys(measures, 0.0)
     judged_run = {qid: docs for qid, docs in run.items() if qid in qrels and docs}

@@ -148,10 +148,14 @@ def hand_metrics(run: Mapping[str, Mapping[str, float]], t: int) -> dict[str, fl
     return {name: total / len(labels) for name, total in sums.items()}
 
 
-def assert_metrics(found: Mapping[str, float], expected: Mapping[str, float]) -> None:
-    assert list(found)[:4] == ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000"]
-    for name, value in expected.items():
-        assert found[name] == pytest.approx(value, abs=1e-9), name
+def assert_metrics(
+    found: Mapping[str, float], expected: Mapping[str, float], depth: int = 1000
+) -> None:
+    """The card's metrics, except Recall@N of a run cut shallower than N (not a recall)."""
+    names = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000"]
+    assert list(found) == [n for n in names if not n.startswith("Recall") or int(n[7:]) <= depth]
+    for name in found:
+        assert found[name] == pytest.approx(expected[name], abs=1e-9), name
 
 
 def test_metrics_match_hand_values_on_a_fixed_run() -> None:
@@ -180,7 +184,7 @@ def test_retrieval_in_process_matches_hand_metrics(
     run = read_run(saved)
     assert set(run) == {"q1", "q2", "q3"}  # the unjudged q9 is not evaluated
     assert all(len(docs) == min(k, len(PASSAGES)) for docs in run.values())
-    assert_metrics(json.loads(out.read_text()), hand_metrics(run, t=threshold))
+    assert_metrics(json.loads(out.read_text()), hand_metrics(run, t=threshold), depth=k)
 
 
 def test_rerank_scores_candidates_by_dot_product(
