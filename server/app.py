@@ -225,6 +225,8 @@ class BertdotServer:
                 await self._snapshots
         if self.batcher is not None:
             await self.batcher.stop()
+        if self.service.core is not None:
+            await self.service.core.stop()
         if self.snapshots is not None:
             await self.snapshots.save()
         self.workers.shutdown()

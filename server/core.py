@@ -24,6 +24,7 @@ from bertdot.server.batcher import EncodedText, QueryBatcher
 from bertdot.server.corpus import Passage
 from bertdot.server.encoder import Encoded, Encoder
 from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded
+from bertdot.server.search_batcher import SearchBatcher
 from bertdot.server.validation import Limits, check_count, check_ef, check_k, check_text
 from bertdot.server.writes import DeleteAnswer, UpsertAnswer, Writes
 
@@ -123,6 +124,8 @@ class Retriever:
         self.limits = limits or Limits()
         self.read_only = read_only
         self._bulk_in_flight = 0
+        # Started on first use (it needs the running event loop).
+        self.searches = SearchBatcher(index, workers.search) if index is not None else None
         self._writes = Writes(
             encoder,
             index,
@@ -170,11 +173,11 @@ class Retriever:
         index = self._require_index()
         encoded = await self.batcher.encode(query, deadline)
         t_search = time.perf_counter()
-        hits = await self._run(
-            self.workers.search, index.search, encoded.vector[None, :], k, ef, return_text
-        )
+        if self.searches is None:
+            self.searches = SearchBatcher(index, self.workers.search)
+        hits = await self.searches.search(encoded.vector, k, ef, return_text)
         done = time.perf_counter()
-        passages = [ScoredPassage(h.id, h.score, h.title or "", h.text or "") for h in hits[0]]
+        passages = [ScoredPassage(h.id, h.score, h.title or "", h.text or "") for h in hits]
         return SearchAnswer(
             hits=passages,
             token_count=encoded.token_count,
@@ -291,6 +294,11 @@ class Retriever:
                 batch_size=query_encoded.batch_size,
             ),
         )
+
+    async def stop(self) -> None:
+        """Stop the search batcher (queries still waiting for it are refused)."""
+        if self.searches is not None:
+            await self.searches.stop()
 
     async def upsert(
         self, passages: Sequence[Passage], deadline: float | None = None

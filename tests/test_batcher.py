@@ -142,3 +142,45 @@ def test_a_full_queue_refuses_at_once() -> None:
     results = run(go, encoder, max_batch_size=2, max_queue=4)
     refused = [r for r in results if isinstance(r, Overloaded)]
     assert refused and len(refused) + sum(not isinstance(r, Exception) for r in results) == 10
+
+
+class RecordingIndex:
+    """Scores are the dot product with fixed passage vectors; records each call's row count."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.vectors = rng.normal(size=(50, 4)).astype(np.float32)
+        self.calls: list[tuple[int, int, int | None, bool]] = []
+
+    def search(self, queries: np.ndarray, k: int, ef: int | None, with_text: bool) -> list:  # type: ignore[type-arg]
+        time.sleep(0.01)  # a busy search thread lets the next queries gather
+        self.calls.append((len(queries), k, ef, with_text))
+        scores = queries @ self.vectors.T
+        return [list(np.argsort(-row)[:k]) for row in scores]
+
+
+def test_searches_that_wait_together_run_as_one_call_with_their_own_answers() -> None:
+    from bertdot.server.search_batcher import SearchBatcher
+
+    index = RecordingIndex()
+    queries = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32)
+    ks = [3 if n % 3 else 5 for n in range(30)]
+
+    async def go() -> list:  # type: ignore[type-arg]
+        with ThreadPoolExecutor(1) as pool:
+            searches = SearchBatcher(index, pool)
+            try:
+                return await asyncio.gather(
+                    *(searches.search(q, k, 64, False) for q, k in zip(queries, ks, strict=True))
+                )
+            finally:
+                await searches.stop()
+
+    answers = asyncio.run(go())
+    expected = [
+        list(np.argsort(-(index.vectors @ q))[:k]) for q, k in zip(queries, ks, strict=True)
+    ]
+    assert answers == expected  # each query its own answer, at its own k
+    assert sum(rows for rows, *_ in index.calls) == 30
+    assert len(index.calls) < 10  # batched: far fewer calls than queries
+    assert all(k in (3, 5) and ef == 64 for _, k, ef, _ in index.calls)  # one k per call
