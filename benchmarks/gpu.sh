@@ -19,6 +19,6 @@ PY
 status=0
 python3 benchmarks/encoder_gpu.py --model seed --device cuda --out "$out" || status=1
 python3 benchmarks/server.py --model seed --device cuda --concurrency 1,8,32,128,256 \
-  --duration 5 --warmup 1 --quiet-wait 5 --out "$out" "$@" || status=1
+  --duration 5 --warmup 1 --quiet-wait 5 --passages 20000 --out "$out" "$@" || status=1
 python3 benchmarks/gpu_table.py "$out"
 exit $status
