@@ -120,10 +120,14 @@ def _git_commit() -> str | None:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root).returncode != 0
+        if not commit:  # a copy of the tree without its history
+            return None
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True
+        ).returncode
     except OSError:
         return None
-    return (commit + ("+changes" if dirty else "")) or None
+    return commit + ("+changes" if dirty else "")
 
 
 # --- inputs and index -----------------------------------------------------------------------
