@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from bertdot.server.encoder import Encoder
 from bertdot.server.errors import DeadlineExpired, Overloaded
+from bertdot.server.request_queue import RequestQueue
 from bertdot.server.tokenization import TokenizedText
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def split_by_tokens(items: list[TokenizedText], max_tokens: int) -> list[list[in
     return groups
 
 
-class QueryBatcher:
+class QueryBatcher(RequestQueue[_Waiting]):
     def __init__(
         self,
         encoder: Encoder,
@@ -95,29 +95,12 @@ class QueryBatcher:
         self.max_wait_s = max_wait_us / 1e6
         self.max_queue = max_queue
         self._on_batch = on_batch
-        self._queue: deque[_Waiting] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__("batcher")
         self.texts_encoded = 0  # counts compute actually spent, for tests and metrics
 
     @property
     def depth(self) -> int:
         return len(self._queue)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        while self._queue:
-            waiting = self._queue.popleft()
-            if not waiting.future.done():
-                waiting.future.set_exception(Overloaded("server is shutting down"))
 
     async def encode(self, text: str, deadline: float | None = None) -> EncodedText:
         loop = asyncio.get_running_loop()
@@ -126,17 +109,13 @@ class QueryBatcher:
         if len(self._queue) >= self.max_queue:
             raise Overloaded(f"queue full ({self.max_queue} queries waiting); retry later")
         future: asyncio.Future[EncodedText] = loop.create_future()
-        self._queue.append(_Waiting(text, future, deadline, time.perf_counter()))
-        self._wakeup.set()
+        self._push(_Waiting(text, future, deadline, time.perf_counter()))
         return await future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await self._until_queued()
             wait = self._queue[0].enqueued + self.max_wait_s - time.perf_counter()
             if len(self._queue) < self.max_batch_size and wait > 0:
                 self._wakeup.clear()
@@ -168,9 +147,7 @@ class QueryBatcher:
                 raise RuntimeError("batch function returned a wrong number of results")
         except Exception as exc:
             log.exception("encoder batch of %d failed", len(batch))
-            for waiting in batch:
-                if not waiting.future.done():
-                    waiting.future.set_exception(exc)
+            self._fail(batch, exc)
             return
         self.texts_encoded += len(result.rows)
         if self._on_batch and result.rows:

@@ -13,16 +13,15 @@ the answer it would get alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import defaultdict, deque
+from collections import defaultdict
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from bertdot.server.errors import Overloaded
+from bertdot.server.request_queue import RequestQueue
 
 log = logging.getLogger(__name__)
 
@@ -38,47 +37,24 @@ class _Pending:
     future: asyncio.Future[list[Any]]
 
 
-class SearchBatcher:
+class SearchBatcher(RequestQueue[_Pending]):
     def __init__(self, index: Any, executor: Executor, max_batch: int = MAX_SEARCH_BATCH) -> None:
+        super().__init__("searches")
         self._index = index
         self._executor = executor
         self.max_batch = max_batch
-        self._queue: deque[_Pending] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.batches = 0  # searches run, for tests
-        self.searched = 0  # queries answered through them
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name="searches")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        while self._queue:
-            pending = self._queue.popleft()
-            if not pending.future.done():
-                pending.future.set_exception(Overloaded("server is shutting down"))
 
     async def search(self, vector: np.ndarray, k: int, ef: int | None, with_text: bool) -> Any:
         """The hits of one query vector (a list of `Hit`), best first."""
         self.start()
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(vector, k, ef, with_text, future))
-        self._wakeup.set()
+        self._push(_Pending(vector, k, ef, with_text, future))
         return await future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
+            await self._until_queued()
             batch: list[_Pending] = []
             while self._queue and len(batch) < self.max_batch:
                 pending = self._queue.popleft()
@@ -90,9 +66,7 @@ class SearchBatcher:
                 results = await loop.run_in_executor(self._executor, self._search, batch)
             except Exception as exc:
                 log.exception("search batch of %d failed", len(batch))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                self._fail(batch, exc)
                 continue
             for pending, hits in zip(batch, results, strict=True):
                 if not pending.future.done():
@@ -108,6 +82,4 @@ class SearchBatcher:
             vectors = np.stack([batch[row].vector for row in rows])
             for row, hits in zip(rows, self._index.search(vectors, k, ef, with_text), strict=True):
                 results[row] = hits
-        self.batches += 1
-        self.searched += len(batch)
         return results
