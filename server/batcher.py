@@ -22,6 +22,7 @@ import numpy as np
 
 from bertdot.server.encoder import Encoder
 from bertdot.server.errors import DeadlineExpired, Overloaded
+from bertdot.server.offload import microseconds, run_on
 from bertdot.server.request_queue import RequestQueue
 from bertdot.server.tokenization import TokenizedText
 
@@ -140,9 +141,7 @@ class QueryBatcher(RequestQueue[_Waiting]):
 
     async def _run(self, batch: list[_Waiting]) -> None:
         try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._encode_batch, batch
-            )
+            result = await run_on(self._executor, self._encode_batch, batch)
             if len(result.items) != len(result.rows) or len(result.vectors) != len(result.rows):
                 raise RuntimeError("batch function returned a wrong number of results")
         except Exception as exc:
@@ -166,9 +165,9 @@ class QueryBatcher(RequestQueue[_Waiting]):
                     vector=result.vectors[row],
                     token_count=item.length,
                     truncated=item.truncated,
-                    queue_us=int((result.started - waiting.enqueued) * 1e6),
-                    tokenize_us=int(result.tokenize_s * 1e6),
-                    encode_us=int(result.encode_s * 1e6),
+                    queue_us=microseconds(result.started - waiting.enqueued),
+                    tokenize_us=microseconds(result.tokenize_s),
+                    encode_us=microseconds(result.encode_s),
                     batch_size=len(result.rows),
                 )
             )

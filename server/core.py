@@ -10,7 +10,6 @@ Writes (`upsert`, `delete`) follow the same split; their path is in `writes.py`.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from bertdot.server.batcher import EncodedText, QueryBatcher
 from bertdot.server.corpus import Passage
 from bertdot.server.encoder import Encoded, Encoder
 from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded
+from bertdot.server.offload import microseconds, run_on
 from bertdot.server.search_batcher import SearchBatcher
 from bertdot.server.validation import Limits, check_count, check_ef, check_k, check_text
 from bertdot.server.writes import DeleteAnswer, UpsertAnswer, Writes
@@ -103,10 +103,6 @@ class Workers:
         self.search.shutdown(wait=True)
 
 
-def _us(seconds: float) -> int:
-    return int(seconds * 1e6)
-
-
 class Retriever:
     def __init__(
         self,
@@ -135,9 +131,6 @@ class Retriever:
             self._admit_bulk,
             read_only,
         )
-
-    async def _run(self, executor: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
     @contextmanager
     def _admit_bulk(self) -> Any:
@@ -186,8 +179,8 @@ class Retriever:
                 queue_us=encoded.queue_us,
                 tokenize_us=encoded.tokenize_us,
                 encode_us=encoded.encode_us,
-                search_us=_us(done - t_search),
-                total_us=_us(done - started),
+                search_us=microseconds(done - t_search),
+                total_us=microseconds(done - started),
                 batch_size=encoded.batch_size,
             ),
         )
@@ -204,7 +197,7 @@ class Retriever:
                 one.tokenize_us,
                 one.encode_us,
                 0,
-                _us(time.perf_counter() - started),
+                microseconds(time.perf_counter() - started),
                 one.batch_size,
             )
             return EncodeAnswer(one.vector[None, :], [one.token_count], [one.truncated], timings)
@@ -214,8 +207,8 @@ class Retriever:
             encoded.token_counts.tolist(),
             encoded.truncated.tolist(),
             Timings(
-                encode_us=_us(encode_s),
-                total_us=_us(time.perf_counter() - started),
+                encode_us=microseconds(encode_s),
+                total_us=microseconds(time.perf_counter() - started),
                 batch_size=len(texts),
             ),
         )
@@ -223,7 +216,7 @@ class Retriever:
     async def _encode_bulk(self, texts: list[str]) -> tuple[Encoded, float]:
         with self._admit_bulk():
             t0 = time.perf_counter()
-            encoded: Encoded = await self._run(self.workers.encoder, self.encoder.encode, texts)
+            encoded: Encoded = await run_on(self.workers.encoder, self.encoder.encode, texts)
             return encoded, time.perf_counter() - t0
 
     async def rerank(
@@ -259,7 +252,7 @@ class Retriever:
         t_score = time.perf_counter()
         if by_id:
             ids = [candidates[i].passage_id or "" for i in by_id]
-            stored, stored_texts = await self._run(
+            stored, stored_texts = await run_on(
                 self.workers.search, self._stored_vectors, ids, return_text
             )
             vectors[by_id] = stored
@@ -288,9 +281,9 @@ class Retriever:
             timings=Timings(
                 queue_us=query_encoded.queue_us,
                 tokenize_us=query_encoded.tokenize_us,
-                encode_us=query_encoded.encode_us + _us(encode_s),
-                search_us=_us(done - t_score),
-                total_us=_us(done - started),
+                encode_us=query_encoded.encode_us + microseconds(encode_s),
+                search_us=microseconds(done - t_score),
+                total_us=microseconds(done - started),
                 batch_size=query_encoded.batch_size,
             ),
         )

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bertdot.server.offload import run_on
 from bertdot.server.request_queue import RequestQueue
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ class SearchBatcher(RequestQueue[_Pending]):
         return await future
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._until_queued()
             batch: list[_Pending] = []
@@ -63,7 +63,7 @@ class SearchBatcher(RequestQueue[_Pending]):
             if not batch:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self._search, batch)
+                results = await run_on(self._executor, self._search, batch)
             except Exception as exc:
                 log.exception("search batch of %d failed", len(batch))
                 self._fail(batch, exc)

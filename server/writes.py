@@ -23,6 +23,7 @@ import numpy as np
 
 from bertdot.server.corpus import Passage
 from bertdot.server.errors import DeadlineExpired, FailedPrecondition, InvalidArgument
+from bertdot.server.offload import microseconds, run_on
 from bertdot.server.validation import Limits, check_count, check_text
 
 # Ids are keys, not documents: long enough for URLs and composite keys, short enough that a
@@ -84,10 +85,6 @@ def check_ids(ids: Sequence[str], limits: Limits) -> None:
     check_unique("ids", ids)
 
 
-def _us(seconds: float) -> int:
-    return int(seconds * 1e6)
-
-
 class Writes:
     """Upsert and Delete for `Retriever`; `admit` is its bulk admission (shared queue bound)."""
 
@@ -116,9 +113,6 @@ class Writes:
             raise FailedPrecondition(READ_ONLY_MESSAGE)
         return self.index
 
-    async def _run(self, executor: Executor, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-
     @staticmethod
     def _check_deadline(deadline: float | None) -> None:
         if deadline is not None and asyncio.get_running_loop().time() >= deadline:
@@ -132,15 +126,15 @@ class Writes:
             vectors, truncated = await self._encode(passages, deadline)
             self._check_deadline(deadline)
             t_apply = time.perf_counter()
-            sequence = await self._run(self.search_thread, index.upsert, list(passages), vectors)
+            sequence = await run_on(self.search_thread, index.upsert, list(passages), vectors)
             done = time.perf_counter()
         return UpsertAnswer(
             upserted=len(passages),
             truncated=truncated,
             sequence=sequence,
-            encode_us=_us(t_apply - started),
-            apply_us=_us(done - t_apply),
-            total_us=_us(done - started),
+            encode_us=microseconds(t_apply - started),
+            apply_us=microseconds(done - t_apply),
+            total_us=microseconds(done - started),
         )
 
     async def _encode(
@@ -152,7 +146,7 @@ class Writes:
         for start in range(0, len(texts), ENCODE_CHUNK):
             self._check_deadline(deadline)
             chunk = texts[start : start + ENCODE_CHUNK]
-            encoded = await self._run(self.encoder_thread, self.encoder.encode, chunk)
+            encoded = await run_on(self.encoder_thread, self.encoder.encode, chunk)
             parts.append(encoded.vectors)
             truncated += int(np.asarray(encoded.truncated).sum())
         vectors = np.concatenate(parts).astype(np.float32, copy=False)
@@ -165,6 +159,6 @@ class Writes:
         check_ids(ids, self.limits)
         with self.admit():
             self._check_deadline(deadline)
-            removed = await self._run(self.search_thread, index.delete, list(ids))
+            removed = await run_on(self.search_thread, index.delete, list(ids))
         found = set(removed.ids)
         return DeleteAnswer(len(found), [i for i in ids if i not in found], removed.sequence)
