@@ -120,8 +120,8 @@ class Retriever:
         self.limits = limits or Limits()
         self.read_only = read_only
         self._bulk_in_flight = 0
-        # Started on first use (it needs the running event loop).
-        self.searches = SearchBatcher(index, workers.search) if index is not None else None
+        # Started on first use (it needs the running event loop); never used without an index.
+        self.searches = SearchBatcher(index, workers.search)
         self._writes = Writes(
             encoder,
             index,
@@ -163,11 +163,9 @@ class Retriever:
         check_text("query", query, self.limits.max_query_chars)
         k = check_k(k, self.limits)
         ef = check_ef(ef, k, self.limits)
-        index = self._require_index()
+        self._require_index()
         encoded = await self.batcher.encode(query, deadline)
         t_search = time.perf_counter()
-        if self.searches is None:
-            self.searches = SearchBatcher(index, self.workers.search)
         hits = await self.searches.search(encoded.vector, k, ef, return_text)
         done = time.perf_counter()
         passages = [ScoredPassage(h.id, h.score, h.title or "", h.text or "") for h in hits]
@@ -290,8 +288,7 @@ class Retriever:
 
     async def stop(self) -> None:
         """Stop the search batcher (queries still waiting for it are refused)."""
-        if self.searches is not None:
-            await self.searches.stop()
+        await self.searches.stop()
 
     async def upsert(
         self, passages: Sequence[Passage], deadline: float | None = None
