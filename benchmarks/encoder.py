@@ -31,6 +31,7 @@ from common import (
     load_average,
     machine_info,
     markdown_table,
+    row_cosines,
     summarize_ms,
     usable_cores,
     wait_for_quiet,
@@ -307,14 +308,8 @@ def _medians(stats: dict[str, dict[str, float]]) -> str:
     return ", ".join(f"{k} {v['median_ms']:.2f} ms" for k, v in stats.items())
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
-
-
 def _cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    cos = _cosines(a, b)
+    cos = row_cosines(a, b)
     return {"min": round(float(cos.min()), 6), "median": round(float(np.median(cos)), 6)}
 
 

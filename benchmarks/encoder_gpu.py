@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved, machine_info, markdown_table, summarize_ms, write_report
+from common import (
+    interleaved,
+    machine_info,
+    markdown_table,
+    row_cosines,
+    summarize_ms,
+    write_report,
+)
 from encoder import (
     DEFAULT_CACHE,
     EDGE_TEXTS,
@@ -65,12 +72,6 @@ class TorchHalf:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, truncation=True, max_length=self.max_length).input_ids)
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)
 
 
 def _cycle_call(run: Callable[[Sequence[str]], object], texts: list[str], n: int) -> Any:
@@ -126,7 +127,7 @@ def quality(torch_model: TorchHalf, ours: Any, checkpoint: Path, device: str) ->
     want = np.concatenate([reference.encode(texts[i : i + 32]) for i in range(0, len(texts), 32)])
     got = ours.encode(texts).vectors
     half = np.concatenate([torch_model.encode(texts[i : i + 32]) for i in range(0, len(texts), 32)])
-    c_ours, c_half = _cosines(got, want), _cosines(half, want)
+    c_ours, c_half = row_cosines(got, want), row_cosines(half, want)
     return {
         "texts": len(texts),
         "bertdot_vs_pytorch_fp32": {

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_average, machine_info, markdown_table, write_report
+from common import load_average, machine_info, markdown_table, row_cosines, write_report
 from encoder import DEFAULT_CACHE, prepare
 
 PACKAGES = (
@@ -306,19 +306,13 @@ def cosines(
     for kind, texts in (("queries", queries), ("passages", passages)):
         reference = torch_encoder.encode(texts)
         for precision, encoder in encoders.items():
-            cos = _cosine(encoder.encode(texts).vectors, reference)
+            cos = row_cosines(encoder.encode(texts).vectors, reference)
             out.setdefault(precision, {})[kind] = {
                 "min": round(float(cos.min()), 6),
                 "p1": round(float(np.percentile(cos, 1)), 6),
                 "median": round(float(np.median(cos)), 6),
             }
     return out
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     load_average,
     machine_info,
+    row_cosines,
     summarize_ms,
     usable_cores,
     wait_for_quiet,
@@ -395,9 +396,7 @@ def parity(
     peer's exact top k against our HNSW top k (the server's search)."""
     ours = encoder.encode(list(queries)).vectors
     theirs = np.stack([peer.encode(q) for q in queries])
-    cosines = (ours * theirs).sum(axis=1) / (
-        np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1)
-    )
+    cosines = row_cosines(ours, theirs)
     labels = index.store.labels()
     approximate = index.search_labels(ours, K)[0]
     overlap = [
