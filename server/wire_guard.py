@@ -34,6 +34,11 @@ class Undecodable:
 
 
 class DecodeGuard(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # The servicer's handler of a method is one object for the server's life, so its
+        # guarded version is built once per method, not once per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -45,30 +50,38 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
             return handler
         if handler.request_deserializer is None:
             return handler
-        name = method.removeprefix(SERVICE_PREFIX)
-        deserialize = _lenient(handler.request_deserializer, name)
-        kwargs = {
-            "request_deserializer": deserialize,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            inner = handler.unary_unary
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = _guard(handler, method.removeprefix(SERVICE_PREFIX))
+        self._guarded[method] = (handler, guarded)
+        return guarded
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                if isinstance(request, Undecodable):
-                    raise request.error()
-                return await inner(request, context)
 
-            return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
-        if handler.stream_stream is not None:
-            inner_stream = handler.stream_stream
+def _guard(handler: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHandler:
+    deserialize = _lenient(handler.request_deserializer, name)
+    kwargs = {
+        "request_deserializer": deserialize,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
 
-            async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-                async for response in inner_stream(_checked(requests), context):
-                    yield response
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Undecodable):
+                raise request.error()
+            return await inner(request, context)
 
-            return grpc.stream_stream_rpc_method_handler(stream, **kwargs)
-        return handler
+        return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+    if handler.stream_stream is not None:
+        inner_stream = handler.stream_stream
+
+        async def stream(requests: Any, context: Any) -> AsyncIterator[Any]:
+            async for response in inner_stream(_checked(requests), context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream, **kwargs)
+    return handler
 
 
 def _lenient(deserialize: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
