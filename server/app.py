@@ -19,11 +19,13 @@ from bertdot.server.batcher import QueryBatcher
 from bertdot.server.config import ServerConfig
 from bertdot.server.core import Retriever, Workers
 from bertdot.server.encoder import Encoder
+from bertdot.server.follow import Follower
 from bertdot.server.interceptors import ServingInterceptor
 from bertdot.server.metrics import ServerMetrics
 from bertdot.server.service import RetrievalService
 from bertdot.server.snapshots import Snapshots
 from bertdot.server.wire_guard import DecodeGuard
+from bertdot.server.write_forwarding import WriteForwarder
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
 
@@ -142,6 +144,8 @@ class BertdotServer:
         self._loading: asyncio.Task[None] | None = None
         self.snapshots: Snapshots | None = None  # set for a writable index
         self._snapshots: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
+        self.forwarder: WriteForwarder | None = None
 
     async def start(self, wait_ready: bool = True) -> int:
         limit = self.config.max_message_bytes
@@ -150,7 +154,7 @@ class BertdotServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", int(self.config.reuse_port)),
             ],
         )
         pb_grpc.add_RetrievalServicer_to_server(self.service, self._server)
@@ -165,6 +169,8 @@ class BertdotServer:
             self.port = self._server.add_secure_port(address, _credentials(self.config))
         else:
             self.port = self._server.add_insecure_port(address)
+        if self.config.private_address is not None:  # local only: a unix socket
+            self._server.add_insecure_port(self.config.private_address)
         if self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
         await self._server.start()
@@ -201,6 +207,8 @@ class BertdotServer:
         self.service.core = Retriever(
             encoder, index, batcher, self.workers, self.config.limits, read_only=read_only
         )
+        if index is not None and read_only:
+            self._follow(index)
         interval = self.config.snapshot_interval_s
         if index is not None and not read_only:
             self.snapshots = Snapshots(index, self.workers.search)
@@ -209,6 +217,21 @@ class BertdotServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, SERVING)
         log.info("serving on port %d with %s", self.port, encoder.describe())
+
+    def _follow(self, index: Any) -> None:
+        """A read-only index follows the writes another process makes to its store; a worker
+        replica also forwards writes to the writer worker."""
+        follower = Follower(index, self.workers.search)
+        if self.config.follow_interval_s > 0:
+            self._following = asyncio.create_task(follower.every(self.config.follow_interval_s))
+        if self.config.writer_address is not None:
+            self.forwarder = WriteForwarder(
+                self.config.writer_address,
+                self.config.token,
+                follower,
+                self.config.max_message_bytes,
+            )
+            self.service.writes_to = self.forwarder
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, refuse new work, finish in-flight requests within `grace`;
@@ -219,10 +242,13 @@ class BertdotServer:
             await self._server.stop(self.config.grace_s if grace is None else grace)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        if self._snapshots is not None:
-            self._snapshots.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._snapshots
+        for task in (self._snapshots, self._following):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.forwarder is not None:
+            await self.forwarder.close()
         if self.batcher is not None:
             await self.batcher.stop()
         if self.service.core is not None:

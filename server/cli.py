@@ -65,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--tls-key", "PEM private key")
     add("--tls-client-ca", "PEM CA: clients must present a certificate it signed")
     add("--token", "bearer token required in the authorization metadata (health stays open)")
+    add(
+        "--workers",
+        "serving processes sharing the port (Linux SO_REUSEPORT; each loads its own model and "
+        "graph; the kernel spreads connections across them, so clients need several "
+        "connections to use them all)",
+        1,
+        type=int,
+    )
     add("--grace", "seconds to finish in-flight requests on SIGTERM", 10.0, type=float)
     add("--max-message-bytes", "largest request or response message", 16 * 1024 * 1024, type=int)
     writes = p.add_argument_group("writes (Upsert, Delete)")
@@ -83,6 +91,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="save the graph every S seconds when writes arrived, so a restart replays at "
         f"most S seconds of writes (default: only at shutdown) [env {ENV_PREFIX}SNAPSHOT_INTERVAL]",
+    )
+    writes.add_argument(
+        "--follow-interval",
+        type=float,
+        default=_env_default("follow-interval", 0.5),
+        metavar="S",
+        help="a read-only server checks every S seconds for writes another process made to "
+        f"its index and applies them (0: never) [env {ENV_PREFIX}FOLLOW_INTERVAL]",
     )
     writes.add_argument(
         "--rebuild-graph",
@@ -130,7 +146,15 @@ def config_from(args: argparse.Namespace) -> Any:
         read_only=bool(args.read_only),
         snapshot_interval_s=_interval(args.snapshot_interval),
         rebuild_graph=bool(args.rebuild_graph),
+        follow_interval_s=_at_least("--follow-interval", float(args.follow_interval), 0.0),
+        workers=int(_at_least("--workers", int(args.workers), 1)),
     )
+
+
+def _at_least(flag: str, value: float, lowest: float) -> float:
+    if value < lowest:
+        raise SystemExit(f"bertdot serve: {flag} must be at least {lowest:g}, got {value:g}")
+    return value
 
 
 def _interval(value: Any) -> float | None:
@@ -151,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from(args)
     try:
+        if config.workers > 1:
+            from bertdot.server.supervisor import serve_workers
+
+            return serve_workers(config)
         return asyncio.run(serve_forever(config))
     # A bad artifact or index (corrupt graph: the message names the repair command, a second
     # writer), a port in use, an unreadable certificate.

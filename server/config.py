@@ -47,3 +47,10 @@ class ServerConfig:
     search_threads: int = 1
     snapshot_interval_s: float | None = None  # save the graph this often when it has new writes
     rebuild_graph: bool = False  # rebuild a missing or corrupt graph file from the store
+    # A read-only server polls the store this often for writes another process made (0: never).
+    follow_interval_s: float = 0.5
+    workers: int = 1  # serving processes sharing the port (see supervisor.py)
+    # Set by the supervisor for each worker process:
+    reuse_port: bool = False  # several processes listen on the port; the kernel spreads connections
+    private_address: str | None = None  # the writer worker also listens here (a unix socket)
+    writer_address: str | None = None  # a replica worker forwards Upsert and Delete here

@@ -64,3 +64,12 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, ServingError):
         return exc.code, str(exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+class Forwarded(ServingError):
+    """Another worker's answer to a request this one passed on (a write sent to the worker
+    that holds the index's writer lock): its status and message, unchanged."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code

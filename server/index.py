@@ -78,13 +78,15 @@ class Index:
         store: PassageStore,
         graph: HnswGraph,
         lock: WriterLock | None = None,
+        sequence: int | None = None,
     ) -> None:
         self.root = root
         self.manifest = manifest
         self.store = store
         self.graph = graph
         self.writer_lock = lock
-        self.sequence = store.max_seq()  # of the last write applied to the graph
+        # of the last write applied to the graph
+        self.sequence = store.max_seq() if sequence is None else sequence
         self.rebuilt = False  # whether `open` rebuilt a damaged graph from the store
         self._lock = threading.RLock()
 
@@ -116,7 +118,7 @@ class Index:
         store = None
         try:
             store = PassageStore(root / STORE_NAME, read_only=read_only)
-            graph, rebuilt = load_graph(root, manifest, store, rebuild_graph)
+            graph, rebuilt, through = load_graph(root, manifest, store, rebuild_graph)
             stored = store.count()
             if graph.count != stored or graph.dim != manifest.dim:
                 raise IndexLoadError(
@@ -130,7 +132,7 @@ class Index:
             if lock is not None:
                 lock.release()
             raise
-        index = cls(root, manifest, store, graph, lock)
+        index = cls(root, manifest, store, graph, lock, through)
         index.rebuilt = rebuilt
         if rebuilt and writer:
             index.save_graph()
@@ -155,6 +157,20 @@ class Index:
             self.graph.add(vectors, np.asarray(written.labels, dtype=np.int64))
             self.sequence = max(self.sequence, written.sequence)
         return written.sequence
+
+    def follow(self) -> int:
+        """Apply the writes another process committed to the store since this graph's
+        sequence: how a read-only replica keeps up with the writer. Call it from the thread
+        searches run on (like the writes). Returns the sequence the graph now holds."""
+        if self.store.max_seq() <= self.sequence:  # the usual poll: one indexed read
+            return self.sequence
+        changes = self.store.changes_since(self.sequence)  # read outside the graph lock
+        with self._lock:
+            self.graph.add(changes.vectors, changes.labels)
+            for label in changes.deleted:
+                self.graph.retire(label)
+            self.sequence = max(self.sequence, changes.through)
+        return self.sequence
 
     def delete(self, ids: Sequence[str]) -> Written:
         """Remove passages by id (unknown ids are skipped): commit, then mark their labels

@@ -28,9 +28,11 @@ def repair_hint(root: Path) -> str:
 
 def load_graph(
     root: Path, manifest: IndexManifest, store: PassageStore, rebuild: bool
-) -> tuple[HnswGraph, bool]:
+) -> tuple[HnswGraph, bool, int]:
     """The saved graph with newer writes replayed; if its file is missing or damaged, a graph
-    rebuilt from the store when `rebuild` allows it. Returns (graph, rebuilt)."""
+    rebuilt from the store when `rebuild` allows it. Returns (graph, rebuilt, through): the
+    graph holds every write up to sequence `through` (another process may be writing the
+    store meanwhile; a replica following it continues from there)."""
     try:
         graph = HnswGraph.load(
             root / manifest.graph_file, manifest.space, manifest.dim, manifest.graph_sha256
@@ -39,19 +41,20 @@ def load_graph(
         if not rebuild:
             raise IndexLoadError(f"{exc}; {repair_hint(root)}") from exc
         log.warning("%s; rebuilding the graph from the passage store", exc)
-        return rebuild_graph(store, manifest), True
-    replay(graph, store, manifest.graph_seq)
-    return graph, False
+        through = store.max_seq()  # read first: a write racing the rebuild is replayed again
+        return rebuild_graph(store, manifest), True, through
+    through = replay(graph, store, manifest.graph_seq)
+    graph.assume_deleted(store.free_labels())
+    return graph, False, through
 
 
 def replay(graph: HnswGraph, store: PassageStore, since: int) -> int:
-    """Apply the writes after sequence `since`; returns how many labels it touched."""
+    """Apply the writes after sequence `since`; returns the sequence the graph now holds."""
     changes = store.changes_since(since)
     graph.add(changes.vectors, changes.labels)
     for label in changes.deleted:
         graph.retire(label)
-    graph.assume_deleted(store.free_labels())
-    return len(changes.labels) + len(changes.deleted)
+    return max(changes.through, since)
 
 
 def rebuild_graph(store: PassageStore, manifest: IndexManifest) -> HnswGraph:

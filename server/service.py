@@ -17,6 +17,7 @@ from bertdot.server import convert, convert_writes
 from bertdot.server.core import Retriever
 from bertdot.server.errors import NotReady, status_for
 from bertdot.server.metrics import ServerMetrics
+from bertdot.server.write_forwarding import WriteForwarder
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
 
@@ -35,6 +36,7 @@ class RetrievalService(pb_grpc.RetrievalServicer):
         self.metrics = metrics
         self.version = version
         self.info_response: pb.InfoResponse | None = None
+        self.writes_to: WriteForwarder | None = None  # a replica worker: the writer worker
 
     def _core(self) -> Retriever:
         if self.draining:
@@ -105,15 +107,21 @@ class RetrievalService(pb_grpc.RetrievalServicer):
         if core.index is not None:
             response.index.size = core.index.count
             response.index.sequence = core.index.sequence
-            response.index.read_only = core.read_only
+            response.index.read_only = core.read_only and self.writes_to is None
         return response
 
     async def Upsert(self, request: pb.UpsertRequest, context: Any) -> pb.UpsertResponse:
-        answer = await self._core().upsert(convert_writes.passages(request), deadline_of(context))
+        core = self._core()  # refuses while loading or draining, forwarded or not
+        if self.writes_to is not None:
+            return await self.writes_to.upsert(request, deadline_of(context))
+        answer = await core.upsert(convert_writes.passages(request), deadline_of(context))
         return convert_writes.upsert_response(answer)
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:
-        answer = await self._core().delete(list(request.ids), deadline_of(context))
+        core = self._core()
+        if self.writes_to is not None:
+            return await self.writes_to.delete(request, deadline_of(context))
+        answer = await core.delete(list(request.ids), deadline_of(context))
         return convert_writes.delete_response(answer)
 
 

@@ -57,11 +57,13 @@ class DuplicateIdError(ValueError):
 
 @dataclass(frozen=True)
 class Changes:
-    """Writes after a given `seq`: vectors to (re-)add and labels to mark deleted."""
+    """Writes after a given `seq`: vectors to (re-)add and labels to mark deleted, read in
+    one snapshot of the store that holds every write up to `through`."""
 
     labels: np.ndarray
     vectors: np.ndarray
     deleted: list[int]
+    through: int = 0
 
 
 @dataclass(frozen=True)
@@ -269,15 +271,24 @@ class PassageStore:
             yield Changes(labels, flat.reshape(len(rows), -1), [])
 
     def changes_since(self, seq: int) -> Changes:
-        """Everything written after `seq`: what a graph saved at `seq` must replay."""
-        parts = list(self.iter_vectors(after_seq=seq))
-        deleted = self._conn().execute(
-            "SELECT label FROM free_labels WHERE seq > ? ORDER BY seq", (seq,)
-        )
+        """Everything written after `seq`: what a graph saved at `seq` must replay.
+
+        The reads share one transaction, so another process writing meanwhile cannot slip a
+        write between them: the answer is exactly the writes in (`seq`, `through`]."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            through = self.max_seq()
+            parts = list(self.iter_vectors(after_seq=seq))
+            deleted = conn.execute(
+                "SELECT label FROM free_labels WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
         live = np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int64)
         vectors = np.concatenate([p.vectors for p in parts]) if parts else np.zeros((0, 0))
         reused = set(live.tolist())
-        return Changes(live, vectors, [r[0] for r in deleted if r[0] not in reused])
+        return Changes(live, vectors, [r[0] for r in deleted if r[0] not in reused], through)
 
     # -- internals ------------------------------------------------------------------------
 

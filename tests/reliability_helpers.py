@@ -70,10 +70,12 @@ class ServeProcess:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        self.stdout: list[str] = []  # the lines after the "serving on" banner
         self.target = self._wait_target(timeout)
         # Drain the pipes so a chatty server never blocks on a full pipe.
         self._stderr: list[str] = []
-        for stream, sink in ((self.process.stdout, None), (self.process.stderr, self._stderr)):
+        pipes = ((self.process.stdout, self.stdout), (self.process.stderr, self._stderr))
+        for stream, sink in pipes:
             threading.Thread(target=_drain, args=(stream, sink), daemon=True).start()
 
     def _wait_target(self, timeout: float) -> str:

@@ -1,0 +1,131 @@
+"""`bertdot serve --workers N`: processes sharing one port and one index. Writes reaching a
+replica worker are forwarded to the writer worker and readable at once on the connection
+that made them; a killed worker is restarted; no acknowledged write is lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bertdot.server.index import Index
+from bertdot.v1 import bertdot_pb2 as pb
+from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
+from tests.fakes import make_passages
+from tests.reliability_helpers import ServeProcess, build_tiny_index, everything
+
+pytestmark = pytest.mark.slow
+
+
+def connections(target: str, n: int) -> list[pb_grpc.RetrievalStub]:
+    """`n` stubs on `n` distinct TCP connections (channels otherwise share a global pool)."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    return [pb_grpc.RetrievalStub(grpc.insecure_channel(target, options)) for _ in range(n)]
+
+
+def worker_pids(lines: list[str]) -> dict[int, int]:
+    """Worker number → pid, from what the supervisor printed (its latest word on each)."""
+    pids: dict[int, int] = {}
+    for line in lines:
+        if line.startswith("worker pids:"):
+            pids.update({int(n): int(p) for n, p in re.findall(r"(\d+)=(\d+)", line)})
+        elif found := re.match(r"worker (\d+) restarted: pid (\d+)", line):
+            pids[int(found.group(1))] = int(found.group(2))
+    return pids
+
+
+def upserts_served(metrics_port: int) -> float:
+    """How many Upserts a worker answered OK, from its Prometheus endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    found = re.search(rb'bertdot_requests_total\{code="OK",method="Upsert"\} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
+def upsert(stub: pb_grpc.RetrievalStub, pid: str) -> int:
+    passage = pb.Passage(id=pid, text=f"a passage written through {pid}")
+    return stub.Upsert(pb.UpsertRequest(passages=[passage]), timeout=30).sequence
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    give_up = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < give_up, "timed out"
+        time.sleep(0.1)
+
+
+def test_workers_share_the_port_forward_writes_restart_and_lose_nothing(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    index = build_tiny_index(tiny_artifact, tmp_path, make_passages(30, seed=3))
+    args = ["--model", str(tiny_artifact), "--device", "cpu", "--index", str(index)]
+    args += ["--workers", "2", "--metrics-port", "0", "--follow-interval", "0.1"]
+    acknowledged: list[str] = []
+    with ServeProcess(*args, timeout=120) as server:
+        wait_for(lambda: any("metrics per worker" in line for line in server.stdout))
+        line = next(line for line in server.stdout if "metrics per worker" in line)
+        metrics_ports = [int(p) for p in re.findall(r"\d+", line.split("ports")[1])]
+        assert len(metrics_ports) == 2 and len(worker_pids(server.stdout)) == 2
+
+        stubs = connections(server.target, 12)
+        for n, stub in enumerate(stubs):
+            upsert(stub, f"first{n}")
+            acknowledged.append(f"first{n}")
+            # Read-your-writes on the connection that wrote, whichever worker it reached.
+            assert f"first{n}" in everything(stub)
+        # The kernel spread the 12 connections over both workers, and both answered writes:
+        # the replica by forwarding them to the writer.
+        assert all(upserts_served(port) > 0 for port in metrics_ports)
+        # Every worker follows the others' writes within its poll interval.
+        wait_for(lambda: all(set(acknowledged) <= set(everything(s)) for s in stubs))
+        info = stubs[0].Info(pb.InfoRequest())
+        assert info.index.size == 42 and not info.index.read_only
+
+        # Kill the writer worker: writes fail UNAVAILABLE (nothing acknowledged) until the
+        # supervisor has restarted it; then they go through again.
+        writer = worker_pids(server.stdout)[0]
+        os.kill(writer, signal.SIGKILL)
+        wait_for(lambda: worker_pids(server.stdout)[0] != writer)
+        fresh = connections(server.target, 6)
+
+        def write_everywhere() -> bool:
+            for n, stub in enumerate(fresh):
+                try:
+                    upsert(stub, f"after{n}")
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+                    return False
+                acknowledged.append(f"after{n}")
+            return True
+
+        wait_for(write_everywhere, timeout=120)
+        for stub in fresh:
+            stub.Delete(pb.DeleteRequest(ids=["p0"]), timeout=30)
+        assert server.stop() == 0
+
+    reopened = Index.open(index, read_only=True)
+    try:
+        stored = reopened.get_passages([*acknowledged, "p0"])
+        assert sorted(stored) == sorted(set(acknowledged))  # every acknowledged write, p0 gone
+        assert reopened.count == 30 + len(set(acknowledged)) - 1
+    finally:
+        reopened.close()
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_the_reason(tmp_path: Path) -> None:
+    serve = [sys.executable, "-m", "bertdot.client.cli", "serve", "--port", "0"]
+    completed = subprocess.run(
+        [*serve, "--model", str(tmp_path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "worker 0" in completed.stderr and "manifest.json not found" in completed.stderr
