@@ -2,9 +2,11 @@
 
     python benchmarks/gpu_table.py [RESULTS_DIR]
 
-Reads `encoder-seed-cuda.json` and `server-seed-cuda.json`, checks the GPU targets (one
-H100, seed-shaped model): encode of one 32-token query p50 ≤ 1.5 ms; server end to end p50
-≤ 2.5 ms at concurrency 1; ≥ 5,000 queries/s at concurrency 256. Writes `gpu-seed.md`.
+Reads `encoder-seed-cuda.json` and the server runs `server-seed-cuda.json` (one process) and
+`server-seed-cuda-workers<N>.json` (`--workers N`), checks the GPU targets (one H100,
+seed-shaped model): encode of one 32-token query p50 ≤ 1.5 ms; server end to end p50
+≤ 2.5 ms at concurrency 1; ≥ 5,000 queries/s at concurrency 256 (the best server setup
+counts). Writes `gpu-seed.md`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,22 @@ def _run(server: dict[str, Any], mode: str, concurrency: int) -> dict[str, Any] 
     return None
 
 
+def _servers(results: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(label, result) of each server run: one process first, then by worker count."""
+    found = []
+    paths = [results / "server-seed-cuda.json", *results.glob("server-seed-cuda-workers*.json")]
+    for path in paths:
+        data = _load(path)
+        if data is None or path.stem.endswith("-quick"):
+            continue
+        workers = int(data["settings"].get("workers") or 1)
+        found.append((workers, "server" if workers == 1 else f"{workers} workers", data))
+    return [(label, data) for _, label, data in sorted(found, key=lambda f: f[0])]
+
+
 def table(results: Path) -> str:
     encoder = _load(results / "encoder-seed-cuda.json")
-    server = _load(results / "server-seed-cuda.json")
+    servers = _servers(results)
     rows: list[list[object]] = []
     device = "unknown GPU"
     if encoder:
@@ -46,7 +61,7 @@ def table(results: Path) -> str:
         p50 = encoder["speed"]["1x32"]["bertdot-ort"]["median_ms"]
         rows.append(["encode 1 × 32 tokens, p50", f"{p50:.3f} ms", f"≤ {ENCODE_P50_MS} ms",
                      "met" if p50 <= ENCODE_P50_MS else "not met"])  # fmt: skip
-    if server:
+    for label, server in servers:
         for mode in ("unary", "stream"):
             for c in server["settings"]["concurrency"]:
                 bench = _run(server, mode, c)
@@ -54,25 +69,30 @@ def table(results: Path) -> str:
                     continue
                 lat = bench["latency_ms"]
                 rows.append(
-                    [f"server {mode} c={c}", f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms",
+                    [f"{label} {mode} c={c}", f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms",
                      f"{bench['throughput_qps']:,.0f} q/s, batch {bench.get('mean_batch_size')}",
                      f"errors {sum(bench.get('errors', {}).values())}"]
                 )  # fmt: skip
-        c1 = _run(server, "unary", 1)
-        if c1:
-            p50 = c1["latency_ms"]["p50"]
-            rows.append(["server unary c=1, p50", f"{p50:.2f} ms", f"≤ {SERVER_P50_MS} ms",
-                         "met" if p50 <= SERVER_P50_MS else "not met"])  # fmt: skip
-        best = max(
-            (b["throughput_qps"] for m in ("unary", "stream") if (b := _run(server, m, 256))),
-            default=None,
-        )
-        if best is not None:
-            rows.append(["server c=256, best mode", f"{best:,.0f} q/s", f"≥ {QPS_AT_256:,.0f} q/s",
-                         "met" if best >= QPS_AT_256 else "not met"])  # fmt: skip
+    c1 = [(b["latency_ms"]["p50"], label) for label, s in servers if (b := _run(s, "unary", 1))]
+    if c1:
+        p50, label = min(c1)
+        verdict = "met" if p50 <= SERVER_P50_MS else "not met"
+        rows.append([f"server unary c=1, p50 (best: {label})", f"{p50:.2f} ms",
+                     f"≤ {SERVER_P50_MS} ms", verdict])  # fmt: skip
+    at_256 = [
+        (b["throughput_qps"], f"{label}, {m}")
+        for label, s in servers
+        for m in ("unary", "stream")
+        if (b := _run(s, m, 256))
+    ]
+    if at_256:
+        best, label = max(at_256)
+        verdict = "met" if best >= QPS_AT_256 else "not met"
+        rows.append([f"server c=256 (best: {label})", f"{best:,.0f} q/s",
+                     f"≥ {QPS_AT_256:,.0f} q/s", verdict])  # fmt: skip
     lines = [f"# GPU benchmark: seed-shaped model on {device}", ""]
     if not rows:
-        lines.append("No results found (encoder-seed-cuda.json, server-seed-cuda.json).")
+        lines.append("No results found (encoder-seed-cuda.json, server-seed-cuda*.json).")
     else:
         lines.append(markdown_table(["what", "bertdot", "reference / target", ""], rows))
     return "\n".join(lines) + "\n"

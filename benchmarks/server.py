@@ -473,6 +473,7 @@ def sweep(
                     (args.duration, args.warmup, K),
                     queries,
                     out,
+                    connections_for(args, concurrency),
                 ),
                 server.pid,
                 args,
@@ -482,6 +483,7 @@ def sweep(
                 {
                     "mode": mode,
                     "concurrency": concurrency,
+                    "connections": connections_for(args, concurrency),
                     "cpu_cores": cpu,
                     "bench": report,
                     "dropped_tries": [{"cpu_cores": c, "bench": r} for r, c in dropped],
@@ -499,6 +501,12 @@ def sweep(
                 flush=True,
             )
     return runs
+
+
+def connections_for(args: argparse.Namespace, concurrency: int) -> int:
+    """Connections of a sweep row: one per worker is not enough, because the kernel places
+    each connection on a worker by a hash, so several per worker spread the load evenly."""
+    return min(concurrency, args.connections or (1 if args.workers == 1 else 4 * args.workers))
 
 
 def quietest(
@@ -625,7 +633,8 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     baseline_phase("before the server", None)
 
     server_args = ["--model", str(artifact), "--index", index["path"], "--device", args.device]
-    server_args += ["--precision", args.precision, *shlex.split(args.server_args)]
+    server_args += ["--precision", args.precision, "--workers", str(args.workers)]
+    server_args += shlex.split(args.server_args)
     server = ServerProcess(server_args, folder / "server.log")
     data["server"] = {"command": shlex.join(server.command), "log": str(server.log)}
     with server:
@@ -683,6 +692,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=500, help="generated queries")
     parser.add_argument("--rounds", type=int, default=10, help="baseline rounds per phase")
     parser.add_argument(
+        "--workers", type=int, default=1, help="server worker processes (bertdot serve --workers)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        help="client connections per sweep row, at most the concurrency "
+        "(default: 1 for one worker, else 4 per worker)",
+    )
+    parser.add_argument(
         "--server-args", default="", help="more `bertdot serve` flags, e.g. '--max-wait-us 0'"
     )
     parser.add_argument(
@@ -739,6 +757,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "k": K,
             "baseline_rounds": args.rounds,
             "server_args": args.server_args,
+            "workers": args.workers,
+            "connections": args.connections,
             "seed": args.seed,
         },
     }
@@ -771,6 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data["machine"]["load_average_end"] = load_average()
     data["wall_s"] = round(time.perf_counter() - started, 1)
     stem = f"server-{args.model}" + ("-cuda" if args.device == "cuda" else "")
+    stem += f"-workers{args.workers}" if args.workers > 1 else ""
     stem += "-quick" if args.quick else ""
     for path in write_report(args.out, stem, data, render_markdown(data)):
         print(f"wrote {path}")

@@ -48,6 +48,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a `bertdot serve --workers N` supervisor and its workers)."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        try:
+            tasks = Path(f"/proc/{tree[i]}/task").iterdir()
+            tree += [int(c) for t in tasks for c in (t / "children").read_text().split()]
+        except OSError:
+            pass  # exited meanwhile
+        i += 1
+    return tree
+
+
+def _tree_cpu_s(pid: int) -> float:
+    return sum(_cpu_s(p) for p in process_tree(pid))
+
+
 class CpuShares:
     """Cores' worth of CPU used while the `with` body ran: by the server, by the child processes
     that finished meanwhile (the load generator), by this process, and by everything else."""
@@ -62,7 +79,7 @@ class CpuShares:
         return (
             time.perf_counter(),
             _system_busy_s(),
-            _cpu_s(self.server_pid) if self.server_pid else 0.0,
+            _tree_cpu_s(self.server_pid) if self.server_pid else 0.0,
             children.ru_utime + children.ru_stime,
             own.user + own.system,
         )
@@ -146,9 +163,15 @@ class ServerProcess:
         raise TimeoutError(f"bertdot serve not SERVING after {timeout_s:.0f} s: {self.log_tail()}")
 
     def memory_bytes(self) -> dict[str, int | None]:
-        """Resident memory now (VmRSS) and at its peak so far (VmHWM)."""
-        values = {k: status_kib(self.pid, k) for k in ("VmRSS", "VmHWM")}
-        return {k: None if v is None else v * 1024 for k, v in values.items()}
+        """Resident memory now (VmRSS) and at its peak so far (VmHWM), summed over the
+        server's processes (with several workers, the sum of their peaks)."""
+        tree = process_tree(self.pid)
+        totals: dict[str, int | None] = {}
+        for key in ("VmRSS", "VmHWM"):
+            values = [status_kib(p, key) for p in tree]
+            known = [v for v in values if v is not None]
+            totals[key] = sum(known) * 1024 if known else None
+        return totals
 
     def log_tail(self, lines: int = 3) -> str:
         try:
@@ -175,12 +198,14 @@ def run_bench(
     load: tuple[float, float, int],
     queries: Path,
     out: Path,
+    connections: int = 1,
 ) -> dict[str, Any]:
     """One `bertdot bench` closed-loop run, `load` = (duration s, warm-up s, k); its JSON
     summary, or {"error": ...}."""
     duration, warmup, k = load
     command = [*bertdot_command(), "bench", "--target", target, "--mode", mode]
-    command += ["--concurrency", str(concurrency), "--duration", str(duration)]
+    command += ["--concurrency", str(concurrency), "--connections", str(connections)]
+    command += ["--duration", str(duration)]
     command += ["--warmup", str(warmup), "--queries", str(queries), "--k", str(k)]
     command += ["--json", str(out), "--quiet"]
     out.unlink(missing_ok=True)

@@ -23,7 +23,9 @@ def render_runs(runs: list[dict[str, Any]]) -> list[str]:
     for run in runs:
         bench, cpu = run["bench"], run["cpu_cores"]
         if "error" in bench:
-            rows.append([run["mode"], run["concurrency"], f"error: {bench['error']}"])
+            rows.append(
+                [run["mode"], run["concurrency"], run.get("connections", 1), bench["error"]]
+            )
             continue
         latency, server_ms = bench["latency_ms"], bench["server_ms"]
         errors = sum(bench["errors"].values())
@@ -31,6 +33,7 @@ def render_runs(runs: list[dict[str, Any]]) -> list[str]:
             [
                 run["mode"],
                 run["concurrency"],
+                run.get("connections", 1),
                 f"{bench['throughput_qps']:,.1f}",
                 f"{errors:,}" + (f" ({', '.join(bench['errors'])})" if errors else ""),
                 _num(latency["p50"]),
@@ -48,6 +51,7 @@ def render_runs(runs: list[dict[str, Any]]) -> list[str]:
     headers = [
         "mode",
         "c",
+        "connections",
         "q/s",
         "errors",
         "p50 ms",

@@ -39,6 +39,9 @@ class BenchConfig:
     ef: int | None = None
     mode: str = "unary"  # or "stream"
     concurrency: int = 1  # closed loop only
+    # TCP connections the load is spread over: a server of several worker processes on one
+    # port (SO_REUSEPORT) gets each connection to one worker, so one connection tests one.
+    connections: int = 1
     rate: float | None = None  # queries/s; set = open loop
     arrivals: str = "constant"  # or "poisson"
     max_in_flight: int = 1024  # open loop only
@@ -70,24 +73,32 @@ async def run_bench(
     """Run the load test; call ``on_progress`` every ``progress_every_s`` seconds."""
     if not config.queries:
         raise ValueError("no queries to send")
-    channel = create_aio_channel(
-        ChannelConfig(
-            target=config.target, tls=config.tls, root_certificates=config.ca, max_attempts=1
-        )
+    if config.connections < 1:
+        raise ValueError("connections must be at least 1")
+    channel_config = ChannelConfig(
+        target=config.target,
+        tls=config.tls,
+        root_certificates=config.ca,
+        max_attempts=1,
+        # Its own connection per channel (channels to one target otherwise share one).
+        options=[("grpc.use_local_subchannel_pool", 1)],
     )
+    channels = [create_aio_channel(channel_config) for _ in range(config.connections)]
     try:
         # Connect before the clock starts, so a short warm-up is not spent on the handshake.
         # A server still unreachable then is not waited for: its UNAVAILABLEs are counted.
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(channel.channel_ready(), min(config.timeout_s, 5.0))
-        runner = Load(config, pb_grpc.RetrievalStub(channel))
+            await asyncio.wait_for(
+                asyncio.gather(*(c.channel_ready() for c in channels)), min(config.timeout_s, 5.0)
+            )
+        runner = Load(config, [pb_grpc.RetrievalStub(c) for c in channels])
         ticker = asyncio.create_task(_tick(runner.stats, on_progress, progress_every_s))
         try:
             await (runner.stream() if config.mode == "stream" else runner.unary())
         finally:
             ticker.cancel()
     finally:
-        await channel.close()
+        await asyncio.gather(*(c.close() for c in channels))
     return BenchResult(config, runner.stats, runner.stats.measured_s(config.duration_s))
 
 

@@ -36,9 +36,10 @@ def _code_name(number: int) -> str:
 class Load:
     """One run: its clock (warm-up, window end), its recorder and its loops."""
 
-    def __init__(self, config: BenchConfig, stub: pb_grpc.RetrievalStub) -> None:
+    def __init__(self, config: BenchConfig, stubs: list[pb_grpc.RetrievalStub]) -> None:
+        """`stubs`: one per connection; the load is spread over them evenly."""
         self.config = config
-        self.stub = stub
+        self.stubs = stubs
         self.metadata = bearer_metadata(config.token) or None
         self.start = perf_counter()
         window_start = self.start + config.warmup_s
@@ -71,10 +72,12 @@ class Load:
 
     # ------------------------------------------------------------- unary ----
 
-    async def _one(self, request: pb.SearchRequest, intended: float) -> None:
+    async def _one(
+        self, stub: pb_grpc.RetrievalStub, request: pb.SearchRequest, intended: float
+    ) -> None:
         sent = perf_counter()
         try:
-            response = await self.stub.Search(
+            response = await stub.Search(
                 request, timeout=self.config.timeout_s, metadata=self.metadata
             )
         except grpc.aio.AioRpcError as err:
@@ -84,9 +87,10 @@ class Load:
 
     async def _closed_worker(self, worker: int) -> None:
         requests, step = self.requests, self.config.concurrency
+        stub = self.stubs[worker % len(self.stubs)]
         i = worker
         while (now := perf_counter()) < self.end:
-            await self._one(requests[i % len(requests)], now)
+            await self._one(stub, requests[i % len(requests)], now)
             i += step
 
     async def unary(self) -> None:
@@ -96,11 +100,13 @@ class Load:
             return
         tasks: set[asyncio.Task[None]] = set()
         requests, cap, i = self.requests, self.config.max_in_flight, 0
+        stubs = self.stubs
         async for intended in self._paced(self._schedule()):
             if len(tasks) >= cap:
                 self.stats.drop(intended)
                 continue
-            task = asyncio.create_task(self._one(requests[i % len(requests)], intended))
+            stub, request = stubs[i % len(stubs)], requests[i % len(requests)]
+            task = asyncio.create_task(self._one(stub, request, intended))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             i += 1
@@ -110,24 +116,39 @@ class Load:
     # ------------------------------------------------------------ stream ----
 
     async def stream(self) -> None:
-        """One SearchStream at a time; a stream that fails is counted and replaced.
+        """One SearchStream per connection at a time; a stream that fails is counted and
+        replaced. Closed loop: the concurrency is split evenly over the connections.
 
         The open-loop schedule (a plain iterator, which a cancelled writer cannot close)
-        is shared by successive streams, so a replacement does not replay it.
+        is shared by the connections' streams and by successive streams, so each intended
+        send happens once and a replacement does not replay the schedule.
         """
         schedule = self._schedule() if self.config.open_loop else None
+        n = len(self.stubs)
+        shares = [len(range(c, self.config.concurrency, n)) for c in range(n)]
+        await asyncio.gather(
+            *(self._streams(stub, schedule, share) for stub, share in zip(self.stubs, shares))
+        )
+
+    async def _streams(
+        self, stub: pb_grpc.RetrievalStub, schedule: Iterator[float] | None, concurrency: int
+    ) -> None:
+        if schedule is None and concurrency == 0:
+            return  # more connections than requests in flight
         while perf_counter() < self.end:
-            failed = await self._one_stream(schedule)
+            failed = await self._one_stream(stub, schedule, concurrency)
             if failed and perf_counter() < self.end:
                 await asyncio.sleep(0.1)  # do not spin against a server refusing streams
 
-    async def _one_stream(self, schedule: Iterator[float] | None) -> bool:
+    async def _one_stream(
+        self, stub: pb_grpc.RetrievalStub, schedule: Iterator[float] | None, concurrency: int
+    ) -> bool:
         """Run one stream to its end; True when it failed as a whole."""
-        call = self.stub.SearchStream(metadata=self.metadata)
+        call = stub.SearchStream(metadata=self.metadata)
         pending: Pending = {}
         slots = None
         if schedule is None:
-            slots = asyncio.Semaphore(self.config.concurrency)
+            slots = asyncio.Semaphore(concurrency)
             writer = asyncio.create_task(self._write(call, pending, slots))
         else:
             writer = asyncio.create_task(self._write_paced(call, pending, schedule))

@@ -42,6 +42,7 @@ def summary(result: BenchResult) -> dict[str, Any]:
         "mode": config.mode,
         "loop": "open" if config.open_loop else "closed",
         "concurrency": None if config.open_loop else config.concurrency,
+        "connections": config.connections,
         "rate": config.rate,
         "arrivals": config.arrivals if config.open_loop else None,
         "duration_s": round(seconds, 3),
@@ -76,6 +77,8 @@ def table(report: dict[str, Any]) -> str:
         load = f"closed loop, concurrency {report['concurrency']}"
     else:
         load = f"open loop, {report['rate']:g} q/s {report['arrivals']}"
+    if report.get("connections", 1) > 1:
+        load += f", {report['connections']} connections"
     errors = ", ".join(f"{code} {n:,}" for code, n in report["errors"].items()) or "none"
     lines = [
         f"bertdot bench {report['target']}: {report['mode']}, {load}",

@@ -74,6 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument(
         "--concurrency", type=_positive(int), help="closed loop: requests in flight (1)"
     )
+    load.add_argument(
+        "--connections",
+        type=_positive(int),
+        default=1,
+        help="TCP connections to spread the load over: one per worker process of a "
+        "`bertdot serve --workers N` reaches them all (1)",
+    )
     load.add_argument("--rate", type=_positive(float), help="open loop: queries per second")
     load.add_argument(
         "--arrivals", choices=("constant", "poisson"), default="constant", help="open loop gaps"
@@ -150,6 +157,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ef=args.ef,
         mode=args.mode,
         concurrency=args.concurrency or 1,
+        connections=args.connections,
         rate=args.rate,
         arrivals=args.arrivals,
         max_in_flight=args.max_in_flight,

@@ -52,6 +52,6 @@ def announce(config: ServerConfig, ready: Ready, workers: int = 1) -> None:
     where = f"{config.host}:{ready.port}"
     processes = f", {workers} worker processes" if workers > 1 else ""
     print(f"bertdot serving on {where} ({ready.described}{processes})")
-    if ready.metrics_port is not None:
+    if ready.metrics_port is not None and workers == 1:  # else the supervisor lists each
         print(f"metrics on http://{config.host}:{ready.metrics_port}/metrics")
     print(f'try: bertdot search --target {where} "your query"', flush=True)

@@ -43,10 +43,20 @@ _START_TIMEOUT_S = 600.0  # loading a model on a cold disk, building a CUDA sess
 _RESTART_DELAY_S = 1.0
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def worker_configs(config: ServerConfig, port: int, private_dir: Path) -> list[ServerConfig]:
-    """Each worker's configuration: the shared port, its own metrics port, its role."""
+    """Each worker's configuration: the shared port, its own metrics port, its role, and
+    (unless --threads says otherwise) its share of the cores for ONNX Runtime: N sessions
+    each spinning up a thread per core would oversubscribe the CPU N times."""
     writable = config.index is not None and not config.read_only
     socket_address = f"unix:{private_dir / 'writer.sock'}" if writable else None
+    threads = config.intra_op_threads or max(1, usable_cores() // config.workers)
     configs = []
     for n in range(config.workers):
         metrics = config.metrics_port
@@ -59,6 +69,7 @@ def worker_configs(config: ServerConfig, port: int, private_dir: Path) -> list[S
                 workers=1,
                 reuse_port=True,
                 metrics_port=metrics,
+                intra_op_threads=threads,
                 read_only=config.read_only or n > 0,
                 private_address=socket_address if n == 0 else None,
                 writer_address=socket_address if n > 0 else None,

@@ -35,23 +35,25 @@ class ScriptedFake(FakeRetrieval):
         super().__init__()
         self.refuse_every = 0
         self.seen: Counter[str] = Counter()
+        self.peers: Counter[str] = Counter()  # requests by client address and port
         self.count = 0
 
-    def _refuse(self, query: str) -> bool:
+    def _refuse(self, query: str, context: grpc.ServicerContext) -> bool:
         with self.lock:
+            self.peers[context.peer()] += 1
             self.seen[query] += 1
             self.count += 1
             return bool(self.refuse_every) and self.count % self.refuse_every == 0
 
     def Search(self, request: pb.SearchRequest, context: grpc.ServicerContext) -> Any:
-        if self._refuse(request.query):
+        if self._refuse(request.query, context):
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full")
         return super().Search(request, context)
 
     def SearchStream(self, request_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         self._enter("SearchStream", context)
         for request in request_iterator:
-            if self._refuse(request.query):
+            if self._refuse(request.query, context):
                 yield pb.SearchResponse(id=request.id, error=pb.Error(code=8, message="full"))
             else:
                 yield self._answer(request)
@@ -111,12 +113,25 @@ def test_each_mode_reports_sane_json(
     assert (servicer.calls["Search"] > 0) != stream
     method = "SearchStream" if stream else "Search"
     assert servicer.metadata[method]["authorization"] == "Bearer s3cret"
+    assert len(servicer.peers) == 1  # one connection unless --connections says more
     if "--rate" in flags:  # the open loop holds its rate whatever the answers do
         assert report["loop"] == "open"
         assert report["throughput_qps"] == pytest.approx(300, rel=0.15)
         assert report["send_lag_ms"]["p50"] < 5
     else:
         assert report["loop"] == "closed" and report["concurrency"] == 4
+
+
+@pytest.mark.parametrize("mode", ["unary", "stream"])
+def test_connections_spread_the_load_evenly(
+    fake: tuple[str, ScriptedFake], tmp_path: Path, mode: str
+) -> None:
+    target, servicer = fake
+    report = bench(target, tmp_path, "--concurrency", "6", "--connections", "3", "--mode", mode)
+    assert_sane(report)
+    assert report["connections"] == 3 and report["errors"] == {}
+    counts = sorted(servicer.peers.values())  # one peer (client port) per connection
+    assert len(counts) == 3 and counts[0] > 0.5 * counts[-1]
 
 
 @pytest.mark.parametrize("mode", ["unary", "stream"])
