@@ -126,9 +126,8 @@ class Load:
         schedule = self._schedule() if self.config.open_loop else None
         n = len(self.stubs)
         shares = [len(range(c, self.config.concurrency, n)) for c in range(n)]
-        await asyncio.gather(
-            *(self._streams(stub, schedule, share) for stub, share in zip(self.stubs, shares))
-        )
+        pairs = zip(self.stubs, shares, strict=True)
+        await asyncio.gather(*(self._streams(stub, schedule, share) for stub, share in pairs))
 
     async def _streams(
         self, stub: pb_grpc.RetrievalStub, schedule: Iterator[float] | None, concurrency: int

@@ -215,8 +215,10 @@ class Index:
         self, query_vectors: np.ndarray, k: int, ef: int | None = None, with_text: bool = True
     ) -> list[list[Hit]]:
         """Approximate top-`k` per query; scores are the model's similarity (dot product)."""
-        labels, scores = self.search_labels(query_vectors, k, ef)
-        return self._hits(labels, scores, with_text)
+        with self._lock:
+            labels, scores = self.graph.search(query_vectors, k, ef or self.default_ef)
+            sequence = self.sequence  # the writes the searched graph holds
+        return self._hits(labels, scores, sequence, with_text)
 
     def search_labels(
         self, query_vectors: np.ndarray, k: int, ef: int | None = None
@@ -228,8 +230,9 @@ class Index:
         self, query_vectors: np.ndarray, k: int, with_text: bool = True
     ) -> list[list[Hit]]:
         """Brute force over every vector: for validation and small corpora."""
+        sequence = self.sequence
         labels, scores = self.exact_labels(query_vectors, k)
-        return self._hits(labels, scores, with_text)
+        return self._hits(labels, scores, sequence, with_text)
 
     def exact_labels(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
@@ -291,19 +294,23 @@ class Index:
                 if stale.name != name:
                     stale.unlink(missing_ok=True)
 
-    def _hits(self, labels: np.ndarray, scores: np.ndarray, with_text: bool) -> list[list[Hit]]:
-        """Labels → passages in one store query (labels deleted meanwhile are dropped)."""
+    def _hits(
+        self, labels: np.ndarray, scores: np.ndarray, sequence: int, with_text: bool
+    ) -> list[list[Hit]]:
+        """Labels → passages in one store query. The store may be ahead of the graph that
+        was searched, whose writes end at `sequence`: a write since then (by this process
+        between its commit and its graph update, or by the writer a replica follows) may
+        have given a label to another passage, which the graph does not yet hold the
+        vector of. Only passages written up to `sequence` are answered; labels deleted
+        meanwhile are dropped too."""
         wanted = np.unique(labels).tolist()
         found: dict[int, tuple[str, str | None, str | None]]
         if with_text:
-            found = {
-                n: (p.id, p.title, p.text) for n, p in self.store.get_by_labels(wanted).items()
-            }
+            stored = self.store.get_by_labels(wanted, sequence)
+            found = {n: (p.id, p.title, p.text) for n, p in stored.items()}
         else:
-            found = {
-                n: (pid, title, None)
-                for n, (pid, title) in self.store.headers_for_labels(wanted).items()
-            }
+            headers = self.store.headers_for_labels(wanted, sequence)
+            found = {n: (pid, title, None) for n, (pid, title) in headers.items()}
         return [
             [
                 Hit(found[n][0], s, found[n][1], found[n][2])

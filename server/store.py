@@ -227,13 +227,19 @@ class PassageStore:
         rows = self._rows(self._conn(), "id, title, text", "id", list(ids))
         return {pid: Passage(pid, title, text) for pid, title, text in rows}
 
-    def get_by_labels(self, labels: Sequence[int]) -> dict[int, Passage]:
-        rows = self._rows(self._conn(), "label, id, title, text", "label", list(labels))
+    def get_by_labels(
+        self, labels: Sequence[int], through: int | None = None
+    ) -> dict[int, Passage]:
+        """The passages holding `labels`; with `through`, only those written at or before
+        that sequence (what a graph holding the writes up to it has the vectors of)."""
+        rows = self._rows(self._conn(), "label, id, title, text", "label", list(labels), through)
         return {label: Passage(pid, title, text) for label, pid, title, text in rows}
 
-    def headers_for_labels(self, labels: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    def headers_for_labels(
+        self, labels: Sequence[int], through: int | None = None
+    ) -> dict[int, tuple[str, str | None]]:
         """Id and title only: search hits carry titles always, texts only on request."""
-        rows = self._rows(self._conn(), "label, id, title", "label", list(labels))
+        rows = self._rows(self._conn(), "label, id, title", "label", list(labels), through)
         return {label: (pid, title) for label, pid, title in rows}
 
     def ids_for_labels(self, labels: Sequence[int]) -> dict[int, str]:
@@ -296,13 +302,21 @@ class PassageStore:
         return _Transaction(self._conn())
 
     def _rows(
-        self, conn: sqlite3.Connection, columns: str, key: str, values: list[object]
+        self,
+        conn: sqlite3.Connection,
+        columns: str,
+        key: str,
+        values: list[object],
+        through: int | None = None,
     ) -> list[tuple]:
         rows: list[tuple] = []
         for start in range(0, len(values), _CHUNK):
-            part = values[start : start + _CHUNK]
+            part: list[object] = values[start : start + _CHUNK]
             marks = ",".join("?" * len(part))
             sql = f"SELECT {columns} FROM passages WHERE {key} IN ({marks})"
+            if through is not None:
+                sql += " AND seq <= ?"
+                part = [*part, through]
             rows.extend(conn.execute(sql, part).fetchall())
         return rows
 

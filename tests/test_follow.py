@@ -85,3 +85,21 @@ def test_following_while_the_writer_writes_loses_no_write(pair) -> None:  # type
     replica.follow()
     assert replica.sequence == writer.sequence
     assert state(replica) == state(writer) and replica.count == writer.count
+
+
+def test_a_label_the_writer_gave_to_another_passage_is_not_answered_with_the_old_vector(
+    pair,
+) -> None:  # type: ignore[no-untyped-def]
+    writer, replica = pair
+    old = replica.get_passages(["p3"])["p3"]
+    query = ENCODER.encode([old.encoder_input()]).vectors
+    assert replica.search(query, k=1)[0][0].id == "p3"  # its own vector: the best match
+    writer.delete(["p3"])
+    upsert(writer, Passage("newcomer", None, "an unrelated text that takes the freed label"))
+    assert writer.store.labels_for_ids(["newcomer"]) != {}  # the label was reused
+    # The replica's graph still holds p3's vector under that label: the store's newer
+    # passage must not be answered with p3's score.
+    hits = replica.search(query, k=5)[0]
+    assert "newcomer" not in {h.id for h in hits} and "p3" not in {h.id for h in hits}
+    replica.follow()
+    assert "p3" not in {h.id for h in replica.search(query, k=5)[0]}
