@@ -199,12 +199,14 @@ def run_bench(
     queries: Path,
     out: Path,
     connections: int = 1,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """One `bertdot bench` closed-loop run, `load` = (duration s, warm-up s, k); its JSON
     summary, or {"error": ...}."""
     duration, warmup, k = load
     command = [*bertdot_command(), "bench", "--target", target, "--mode", mode]
     command += ["--concurrency", str(concurrency), "--connections", str(connections)]
+    command += ["--processes", str(processes)]
     command += ["--duration", str(duration)]
     command += ["--warmup", str(warmup), "--queries", str(queries), "--k", str(k)]
     command += ["--json", str(out), "--quiet"]

@@ -23,9 +23,7 @@ def render_runs(runs: list[dict[str, Any]]) -> list[str]:
     for run in runs:
         bench, cpu = run["bench"], run["cpu_cores"]
         if "error" in bench:
-            rows.append(
-                [run["mode"], run["concurrency"], run.get("connections", 1), bench["error"]]
-            )
+            rows.append([run["mode"], run["concurrency"], "", bench["error"]])
             continue
         latency, server_ms = bench["latency_ms"], bench["server_ms"]
         errors = sum(bench["errors"].values())
@@ -33,7 +31,7 @@ def render_runs(runs: list[dict[str, Any]]) -> list[str]:
             [
                 run["mode"],
                 run["concurrency"],
-                run.get("connections", 1),
+                f"{run.get('connections', 1)} / {run.get('client_processes', 1)}",
                 f"{bench['throughput_qps']:,.1f}",
                 f"{errors:,}" + (f" ({', '.join(bench['errors'])})" if errors else ""),
                 _num(latency["p50"]),
@@ -51,7 +49,7 @@ def render_runs(runs: list[dict[str, Any]]) -> list[str]:
     headers = [
         "mode",
         "c",
-        "connections",
+        "connections / client processes",
         "q/s",
         "errors",
         "p50 ms",

@@ -43,6 +43,7 @@ def summary(result: BenchResult) -> dict[str, Any]:
         "loop": "open" if config.open_loop else "closed",
         "concurrency": None if config.open_loop else config.concurrency,
         "connections": config.connections,
+        "processes": config.processes,
         "rate": config.rate,
         "arrivals": config.arrivals if config.open_loop else None,
         "duration_s": round(seconds, 3),
@@ -79,6 +80,8 @@ def table(report: dict[str, Any]) -> str:
         load = f"open loop, {report['rate']:g} q/s {report['arrivals']}"
     if report.get("connections", 1) > 1:
         load += f", {report['connections']} connections"
+    if report.get("processes", 1) > 1:
+        load += f", {report['processes']} processes"
     errors = ", ".join(f"{code} {n:,}" for code, n in report["errors"].items()) or "none"
     lines = [
         f"bertdot bench {report['target']}: {report['mode']}, {load}",

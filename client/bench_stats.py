@@ -124,3 +124,44 @@ class Stats:
             p50_ms=self.latency.get_value_at_percentile(50) / 1000 if has else None,
             p99_ms=self.latency.get_value_at_percentile(99) / 1000 if has else None,
         )
+
+
+def to_state(stats: Stats, configured_s: float) -> dict[str, Any]:
+    """Everything a merge needs, as plain picklable values (histograms HDR-encoded): how a
+    load-generating process hands its recording to the parent of `bench --processes`."""
+    return {
+        "start": stats.start,
+        "window_start": stats.window_start,
+        "measured_s": stats.measured_s(configured_s),
+        "latency": stats.latency.encode(),
+        "send_lag": stats.send_lag.encode(),
+        "server": {stage: h.encode() for stage, h in stats.server.items()},
+        "batch_sum": stats.batch_sum,
+        "batch_count": stats.batch_count,
+        "errors": dict(stats.errors),
+        "dropped": stats.dropped,
+        "ok_count": stats.ok_count,
+        "done_s": stats.done_s.tobytes(),
+        "latency_ms": stats.latency_ms.tobytes(),
+        "error_s": stats.error_s.tobytes(),
+    }
+
+
+def merged(states: list[dict[str, Any]]) -> tuple[Stats, float]:
+    """One recording from several processes' (`to_state`), and the longest measured window.
+    Their clocks agree (`perf_counter` is the system-wide monotonic clock on Linux) and they
+    started their windows together, so the timelines share one origin closely enough."""
+    stats = Stats(min(s["start"] for s in states), min(s["window_start"] for s in states))
+    for state in states:
+        stats.latency.add(HdrHistogram.decode(state["latency"]))
+        stats.send_lag.add(HdrHistogram.decode(state["send_lag"]))
+        for stage, encoded in state["server"].items():
+            stats.server[stage].add(HdrHistogram.decode(encoded))
+        stats.batch_sum += state["batch_sum"]
+        stats.batch_count += state["batch_count"]
+        stats.errors.update(state["errors"])
+        stats.dropped += state["dropped"]
+        stats.ok_count += state["ok_count"]
+        for name in ("done_s", "latency_ms", "error_s"):
+            getattr(stats, name).frombytes(state[name])
+    return stats, max(s["measured_s"] for s in states)

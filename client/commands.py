@@ -81,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="TCP connections to spread the load over: one per worker process of a "
         "`bertdot serve --workers N` reaches them all (1)",
     )
+    load.add_argument(
+        "--processes",
+        type=_positive(int),
+        default=1,
+        help="load-generating processes sharing the concurrency (or rate) and connections: "
+        "one Python process drives a few thousand queries/s; no live progress line (1)",
+    )
     load.add_argument("--rate", type=_positive(float), help="open loop: queries per second")
     load.add_argument(
         "--arrivals", choices=("constant", "poisson"), default="constant", help="open loop gaps"
@@ -145,7 +152,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import asyncio
 
     from bertdot.client import bench_report
-    from bertdot.client.bench import BenchConfig
+    from bertdot.client.bench import BenchConfig, run_bench_processes
     from bertdot.client.bench import run_bench as bench
 
     if args.plot:
@@ -157,7 +164,8 @@ def run_bench(args: argparse.Namespace) -> int:
         ef=args.ef,
         mode=args.mode,
         concurrency=args.concurrency or 1,
-        connections=args.connections,
+        connections=max(args.connections, args.processes),
+        processes=args.processes,
         rate=args.rate,
         arrivals=args.arrivals,
         max_in_flight=args.max_in_flight,
@@ -170,11 +178,16 @@ def run_bench(args: argparse.Namespace) -> int:
         ca=args.ca,
         **extra,
     )
-    progress = None
-    if not args.quiet and sys.stdout.isatty():
+    if not config.open_loop and config.concurrency < config.processes:
+        args.parser.error("--processes must not exceed --concurrency")
+    progress = None  # several processes: each runs its own loop; figures come merged at the end
+    if not args.quiet and sys.stdout.isatty() and config.processes == 1:
         progress = bench_report.ProgressLine(sys.stderr)
     try:
-        result = asyncio.run(bench(config, progress))
+        if config.processes > 1:
+            result = run_bench_processes(config)
+        else:
+            result = asyncio.run(bench(config, progress))
     except KeyboardInterrupt:
         print("\nbertdot bench: interrupted", file=sys.stderr)
         return 130

@@ -134,6 +134,38 @@ def test_connections_spread_the_load_evenly(
     assert len(counts) == 3 and counts[0] > 0.5 * counts[-1]
 
 
+@pytest.mark.parametrize("flags", [("--concurrency", "4"), ("--rate", "300", "--mode", "stream")])
+def test_processes_share_the_load_and_merge_their_recordings(
+    fake: tuple[str, ScriptedFake], tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    target, servicer = fake
+    servicer.refuse_every = 5
+    report = bench(target, tmp_path, *flags, "--processes", "2")
+    assert report["processes"] == 2 and report["connections"] == 2
+    assert len(servicer.peers) == 2  # one connection from each process
+    # The merged counts are the sum of both processes' answers, refusals included.
+    refused = report["errors"]["RESOURCE_EXHAUSTED"]
+    assert refused == pytest.approx(report["requests"] / 5, rel=0.15)
+    assert report["ok"] + refused == report["requests"] < servicer.count
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert report["server_ms"]["encode"]["p50"] == 0.007
+    if "--rate" in flags:  # each process sends half the rate: together the whole
+        assert report["throughput_qps"] == pytest.approx(300, rel=0.15)
+
+
+def test_split_shares_concurrency_connections_and_rate() -> None:
+    from bertdot.client.bench import BenchConfig, split
+
+    parts = split(BenchConfig(concurrency=7, connections=5, processes=3, seed=1))
+    assert [p.concurrency for p in parts] == [3, 2, 2]
+    assert [p.connections for p in parts] == [2, 2, 1]
+    assert [p.seed for p in parts] == [1, 2, 3] and all(p.processes == 1 for p in parts)
+    open_parts = split(BenchConfig(rate=900.0, connections=3, processes=3))
+    assert [p.rate for p in open_parts] == [300.0] * 3
+    with pytest.raises(ValueError, match="concurrency 2 is below processes 3"):
+        split(BenchConfig(concurrency=2, connections=3, processes=3))
+
+
 @pytest.mark.parametrize("mode", ["unary", "stream"])
 def test_refusals_counted_by_status_code(
     fake: tuple[str, ScriptedFake], tmp_path: Path, mode: str
