@@ -34,6 +34,11 @@ class WriteForwarder:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # A restarted writer is back within seconds: retry the socket at most every
+                # second, not on gRPC's default backoff that grows to two minutes.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
             ],
         )
         self._stub = pb_grpc.RetrievalStub(self._channel)
