@@ -131,3 +131,22 @@ def test_a_worker_that_cannot_start_stops_the_server_with_the_reason(tmp_path: P
     )
     assert completed.returncode == 2
     assert "worker 0" in completed.stderr and "manifest.json not found" in completed.stderr
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in status
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tiny_artifact: Path) -> None:
+    args = ["--model", str(tiny_artifact), "--device", "cpu", "--workers", "2"]
+    with ServeProcess(*args, timeout=120) as server:
+        wait_for(lambda: len(worker_pids(server.stdout)) == 2)
+        workers = list(worker_pids(server.stdout).values())
+        assert all(alive(pid) for pid in workers)
+        server.kill()  # SIGKILL: the supervisor cannot pass anything on
+        wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30)
