@@ -18,6 +18,7 @@ before it ever served (a bad flag or file would only fail again).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import logging
@@ -37,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from bertdot.server.config import ServerConfig
-from bertdot.server.serve import Ready, announce
+from bertdot.server.index import IndexLoadError
+from bertdot.server.serve import Ready, announce, serve_forever
 
 log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 600.0  # loading a model on a cold disk, building a CUDA session
@@ -120,16 +122,10 @@ def _stop_with_parent(parent: int) -> None:
 def _worker_main(config: ServerConfig, number: int, reports: Connection, parent: int) -> None:
     """A worker process: serve until SIGTERM; report readiness (or the reason it could not
     start) to the supervisor."""
-    from bertdot.server.index import IndexLoadError
-    from bertdot.server.serve import serve_forever
-
     _stop_with_parent(parent)
-
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s worker {number} %(levelname)s %(message)s"
     )
-    import asyncio
-
     try:
         code = asyncio.run(serve_forever(config, on_ready=reports.send))
     except (OSError, ValueError, IndexLoadError) as exc:
