@@ -22,7 +22,7 @@ import numpy as np
 from bertdot.server.batcher import EncodedText, QueryBatcher
 from bertdot.server.corpus import Passage
 from bertdot.server.encoder import Encoded, Encoder
-from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded
+from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded, quoted
 from bertdot.server.offload import microseconds, run_on
 from bertdot.server.search_batcher import SearchBatcher
 from bertdot.server.validation import Limits, check_count, check_ef, check_k, check_text
@@ -305,7 +305,7 @@ class Retriever:
         known = index.get_passages(ids)  # id → passage, only for ids in the index
         missing = [i for i in ids if i not in known]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
+            shown = ", ".join(quoted(m) for m in missing[:5])
             raise NotFound(f"candidates: {len(missing)} passage id(s) not in the index: {shown}")
         vectors = index.get_vectors(ids)
         texts = [known[i].text or "" for i in ids] if with_text else [""] * len(ids)

@@ -13,12 +13,18 @@ serialises them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import hnswlib
 import numpy as np
+
+log = logging.getLogger(__name__)
+# Up to this many elements, a query the graph cannot fully answer is answered exactly
+# (a scan of 200,000 × 768 floats: about a tenth of a second).
+EXACT_FALLBACK_MAX = 200_000
 
 SPACES = {"dot": "ip", "cosine": "cosine"}
 
@@ -166,10 +172,52 @@ class HnswGraph:
             labels, distances = self._index.knn_query(queries, k=k)
         except RuntimeError:
             # hnswlib raises when a search finds fewer than k live elements (possible with
-            # many deletions or a tiny ef); searching with ef = all elements finds them.
+            # many deletions or a tiny ef); searching with ef = all elements finds them,
+            # unless heavy churn left live elements the graph no longer reaches.
             self._index.set_ef(int(self._index.element_count))
-            labels, distances = self._index.knn_query(queries, k=k)
+            try:
+                labels, distances = self._index.knn_query(queries, k=k)
+            except RuntimeError:
+                labels, distances = self._beyond_reach(queries, k)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
+
+    def _beyond_reach(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Answers when the graph reaches fewer than `k` live elements from a query. Inner
+        product is not a metric: a vector of small norm may be nobody's neighbour, so a
+        graph can leave it unreachable (seen with many near-identical vectors, and after
+        churn). A small graph is then searched exactly; a large one answers the hits it
+        reaches (label -1 at distance +inf in the columns it cannot fill)."""
+        if self._index.element_count <= EXACT_FALLBACK_MAX:
+            return self._exact(queries, k)
+        log.warning(
+            "the graph reaches fewer than %d live passages from some queries; answering with "
+            "fewer hits (`bertdot index repair` rebuilds the graph, which may reconnect them)",
+            k,
+        )
+        labels = np.full((len(queries), k), -1, dtype=np.int64)
+        distances = np.full((len(queries), k), np.inf, dtype=np.float32)
+        for row, query in enumerate(queries):
+            found = k
+            while found > 0:
+                try:
+                    got_labels, got_distances = self._index.knn_query(query[None], k=found)
+                except RuntimeError:
+                    found //= 2
+                    continue
+                labels[row, :found] = got_labels[0]
+                distances[row, :found] = got_distances[0]
+                break
+        return labels, distances
+
+    def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over every live element, in hnswlib's terms (distance = 1 − score)."""
+        ids = np.asarray(self._index.get_ids_list(), dtype=np.int64)
+        live = ids[~np.isin(ids, np.fromiter(self._deleted, dtype=np.int64))]
+        if self.space == "cosine":  # the graph holds normalised vectors; so must the queries
+            queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+        scores = queries @ self.get_vectors(live).T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return live[top], 1.0 - np.take_along_axis(scores, top, axis=1)
 
     def save(self, path: str | Path) -> str:
         """Write atomically (temp file, fsync, rename, fsync the folder); returns the sha256.

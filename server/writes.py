@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bertdot.server.corpus import Passage
-from bertdot.server.errors import DeadlineExpired, FailedPrecondition, InvalidArgument
+from bertdot.server.errors import DeadlineExpired, FailedPrecondition, InvalidArgument, quoted
 from bertdot.server.offload import microseconds, run_on
 from bertdot.server.validation import Limits, check_count, check_text
 
@@ -61,7 +61,7 @@ def check_unique(field: str, ids: Sequence[str]) -> None:
     seen: set[str] = set()
     for pid in ids:
         if pid in seen:
-            raise InvalidArgument(f"{field}: id {pid[:80]!r} appears more than once")
+            raise InvalidArgument(f"{field}: id {quoted(pid)} appears more than once")
         seen.add(pid)
 
 

@@ -72,6 +72,54 @@ def test_graph_grows_past_capacity_and_deletes() -> None:
     assert graph.count == 10
 
 
+class PartlyReachable:
+    """An hnswlib index whose searches reach only `reach` live elements, as after heavy
+    churn: asking for more raises, as hnswlib does, even at the largest ef."""
+
+    def __init__(self, real: object, reach: int) -> None:
+        self._real = real
+        self.reach = reach
+
+    def knn_query(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k > self.reach:
+            raise RuntimeError("Cannot return the results in a contiguous 2D array.")
+        return self._real.knn_query(queries, k=k)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+
+def test_a_small_graph_that_reaches_fewer_than_k_is_searched_exactly() -> None:
+    graph = HnswGraph.create("ip", 8, 64)
+    vectors = _random(40, 8)
+    graph.add(vectors, np.arange(40))
+    graph.mark_deleted(7)
+    queries = _random(3, 8, seed=2)
+    graph._index = PartlyReachable(graph._index, reach=5)  # type: ignore[assignment]
+    labels, scores = graph.search(queries, k=39, ef=64)  # an INTERNAL error before
+    dots = queries @ vectors.T
+    dots[:, 7] = -np.inf  # deleted: never answered
+    assert (labels == np.argsort(-dots, axis=1, kind="stable")[:, :39]).all()
+    assert np.allclose(scores, np.take_along_axis(dots, labels, axis=1), atol=1e-5)
+
+
+def test_a_large_graph_that_reaches_fewer_than_k_answers_the_hits_it_reaches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bertdot.server import hnsw
+
+    monkeypatch.setattr(hnsw, "EXACT_FALLBACK_MAX", 10)  # 40 elements count as large here
+    graph = HnswGraph.create("ip", 8, 64)
+    graph.add(_random(40, 8), np.arange(40))
+    queries = _random(3, 8, seed=2)
+    best, _ = graph.search(queries, k=4, ef=64)
+    graph._index = PartlyReachable(graph._index, reach=5)  # type: ignore[assignment]
+    labels, scores = graph.search(queries, k=10, ef=64)
+    assert labels.shape == scores.shape == (3, 10)
+    assert (labels[:, :5] >= 0).all() and (labels[:, 5:] == -1).all()  # halved to 5 found
+    assert np.isneginf(scores[:, 5:]).all() and (labels[:, :4] == best).all()
+
+
 def test_graph_save_is_checksummed(tmp_path: Path) -> None:
     graph = HnswGraph.create("ip", 8, 50)
     data = _random(50, 8)

@@ -168,6 +168,22 @@ def test_rerank_unknown_id_is_not_found(stub: pb_grpc.RetrievalStub) -> None:
     assert "'no-such-passage'" in caught.value.details()
 
 
+def test_a_message_quoting_long_ids_stays_small_enough_to_reach_the_client(
+    stub: pb_grpc.RetrievalStub,
+) -> None:
+    # Three 300-emoji ids quoted whole made a ~11 KB trailer, which gRPC clients refuse at
+    # random (RESOURCE_EXHAUSTED instead of the NOT_FOUND sent: 16 of 40 before the fix).
+    long_ids = [pb.Candidate(passage_id=f"{n}" + "🙂" * 300) for n in range(3)]
+    codes = set()
+    for _ in range(40):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Rerank(pb.RerankRequest(query="q", candidates=long_ids, top_k=1))
+        codes.add(caught.value.code())
+    assert codes == {grpc.StatusCode.NOT_FOUND}
+    details = caught.value.details()
+    assert "3 passage id(s) not in the index" in details and len(details.encode()) <= 1024
+
+
 def test_info_reports_index(stub: pb_grpc.RetrievalStub) -> None:
     info = stub.Info(pb.InfoRequest())
     assert info.index.size == len(PASSAGES)

@@ -333,3 +333,13 @@ def test_config_is_frozen(tiny_artifact: Path) -> None:
     with pytest.raises(AttributeError):
         config.port = 1  # type: ignore[misc]
     assert replace(config, port=1).port == 1
+
+
+def test_status_messages_are_cut_on_a_character_boundary() -> None:
+    from bertdot.server.errors import MAX_MESSAGE_BYTES, NotFound, bounded, status_for
+
+    assert bounded("short") == "short"
+    cut = bounded("é" * 1000)  # 2,000 bytes
+    assert len(cut.encode()) <= MAX_MESSAGE_BYTES and cut.endswith("…") and "\ufffd" not in cut
+    code, message = status_for(NotFound("x" * 5000))
+    assert code.name == "NOT_FOUND" and len(message.encode()) <= MAX_MESSAGE_BYTES
