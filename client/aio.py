@@ -10,6 +10,7 @@ Create the client inside the event loop that will use it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -43,12 +44,20 @@ class AsyncClient:
     ) -> None:
         self.config = ChannelConfig(target=target, **channel)
         self.timeout = timeout
-        self._channel = create_aio_channel(self.config)
-        self._stub = pb_grpc.RetrievalStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        if self.config.connections < 1:
+            raise ValueError(f"connections must be at least 1, got {self.config.connections}")
+        self._channels = [create_aio_channel(self.config) for _ in range(self.config.connections)]
+        self._stubs = [pb_grpc.RetrievalStub(c) for c in self._channels]
+        self._turn = itertools.count()
+        self._health = health_pb2_grpc.HealthStub(self._channels[0])
+
+    @property
+    def _stub(self) -> pb_grpc.RetrievalStub:
+        """The next connection's stub (round-robin over `connections`)."""
+        return self._stubs[next(self._turn) % len(self._stubs)]
 
     async def close(self) -> None:
-        await self._channel.close()
+        await asyncio.gather(*(channel.close() for channel in self._channels))
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -52,6 +52,10 @@ class ChannelConfig:
     max_backoff_s: float = 2.0
     keepalive_s: float | None = None
     max_message_bytes: int = 64 * 1024 * 1024
+    # TCP connections that calls are spread over, round-robin. A server of several worker
+    # processes on one port (`bertdot serve --workers N`) gets each connection to one
+    # worker, so one connection uses one worker.
+    connections: int = 1
     options: Sequence[tuple[str, Any]] = ()
 
 
@@ -87,6 +91,8 @@ def channel_options(cfg: ChannelConfig) -> list[tuple[str, Any]]:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.max_pings_without_data", 0),
         ]
+    if cfg.connections > 1:  # channels to one target otherwise share one connection
+        options.append(("grpc.use_local_subchannel_pool", 1))
     return options + list(cfg.options)
 
 

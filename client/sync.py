@@ -8,6 +8,7 @@ of queries holds only that many in the server's queues at once.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -39,12 +40,21 @@ class Client:
     ) -> None:
         self.config = ChannelConfig(target=target, **channel)
         self.timeout = timeout
-        self._channel = create_channel(self.config)
-        self._stub = pb_grpc.RetrievalStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        if self.config.connections < 1:
+            raise ValueError(f"connections must be at least 1, got {self.config.connections}")
+        self._channels = [create_channel(self.config) for _ in range(self.config.connections)]
+        self._stubs = [pb_grpc.RetrievalStub(c) for c in self._channels]
+        self._turn = itertools.count()
+        self._health = health_pb2_grpc.HealthStub(self._channels[0])
+
+    @property
+    def _stub(self) -> pb_grpc.RetrievalStub:
+        """The next connection's stub (round-robin over `connections`)."""
+        return self._stubs[next(self._turn) % len(self._stubs)]
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in self._channels:
+            channel.close()
 
     def __enter__(self) -> Client:
         return self

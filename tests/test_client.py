@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -435,3 +436,43 @@ def test_stream_stops_when_consumer_breaks(client: Client) -> None:
     for _ in client.search_stream(producer, max_in_flight=4):
         break
     assert producer.produced < 10
+
+
+class PeerCounting(FakeRetrieval):
+    """Counts searches by the client's address and port: one peer per TCP connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: Counter[str] = Counter()
+
+    def Search(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.lock:
+            self.peers[context.peer()] += 1
+        return super().Search(request, context)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_connections_spread_calls_round_robin(kind: str) -> None:
+    server, port, servicer = fake_server.start(PeerCounting())
+    target = f"127.0.0.1:{port}"
+    try:
+        if kind == "sync":
+            with Client(target, connections=3) as client:
+                for _ in range(30):
+                    client.search("q")
+        else:
+
+            async def go() -> None:
+                async with aclient(target, connections=3) as client:
+                    for _ in range(30):
+                        await client.search("q")
+
+            run(go())
+        assert sorted(servicer.peers.values()) == [10, 10, 10]  # 3 connections, in turn
+    finally:
+        server.stop(None)
+
+
+def test_zero_connections_is_refused(served: tuple[str, FakeRetrieval]) -> None:
+    with pytest.raises(ValueError, match="connections must be at least 1"):
+        Client(served[0], connections=0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bertdot.client import Client
 from bertdot.server.index import Index
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
@@ -42,10 +43,11 @@ def worker_pids(lines: list[str]) -> dict[int, int]:
     return pids
 
 
-def upserts_served(metrics_port: int) -> float:
-    """How many Upserts a worker answered OK, from its Prometheus endpoint."""
+def served(metrics_port: int, method: str) -> float:
+    """How many calls of `method` a worker answered OK, from its Prometheus endpoint."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
-    found = re.search(rb'bertdot_requests_total\{code="OK",method="Upsert"\} (\S+)', text)
+    pattern = rb'bertdot_requests_total\{code="OK",method="%s"\} (\S+)' % method.encode()
+    found = re.search(pattern, text)
     return float(found.group(1)) if found else 0.0
 
 
@@ -74,19 +76,24 @@ def test_workers_share_the_port_forward_writes_restart_and_lose_nothing(
         metrics_ports = [int(p) for p in re.findall(r"\d+", line.split("ports")[1])]
         assert len(metrics_ports) == 2 and len(worker_pids(server.stdout)) == 2
 
-        stubs = connections(server.target, 12)
+        stubs = connections(server.target, 16)  # all on one worker: a 2-in-65,536 chance
         for n, stub in enumerate(stubs):
             upsert(stub, f"first{n}")
             acknowledged.append(f"first{n}")
             # Read-your-writes on the connection that wrote, whichever worker it reached.
             assert f"first{n}" in everything(stub)
-        # The kernel spread the 12 connections over both workers, and both answered writes:
+        # The kernel spread the 16 connections over both workers, and both answered writes:
         # the replica by forwarding them to the writer.
-        assert all(upserts_served(port) > 0 for port in metrics_ports)
+        assert all(served(port, "Upsert") > 0 for port in metrics_ports)
+        # So does the client's own round-robin over several connections.
+        with Client(server.target, connections=16) as client:
+            for n in range(48):
+                assert client.search(f"passage written through first{n % 16}", k=3).hits
+        assert all(served(port, "Search") > 0 for port in metrics_ports)
         # Every worker follows the others' writes within its poll interval.
         wait_for(lambda: all(set(acknowledged) <= set(everything(s)) for s in stubs))
         info = stubs[0].Info(pb.InfoRequest())
-        assert info.index.size == 42 and not info.index.read_only
+        assert info.index.size == 30 + len(stubs) and not info.index.read_only
 
         # Kill the writer worker: writes fail UNAVAILABLE (nothing acknowledged) until the
         # supervisor has restarted it; then they go through again.
