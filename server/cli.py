@@ -45,10 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add("--index", "index directory (from bertdot index build); omit to serve encode/rerank only")
     add("--host", "address to listen on", "127.0.0.1")
     add("--port", "gRPC port (0 picks a free one)", 50051, type=int)
-    add("--metrics-port", "Prometheus metrics HTTP port (unset: no metrics endpoint)", type=int)
+    add(
+        "--metrics-port",
+        "Prometheus metrics HTTP port (unset: no metrics endpoint; with --workers, worker i "
+        "uses PORT+i)",
+        type=int,
+    )
     add("--device", "auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
     add("--precision", "fp32, fp16 or int8 (default: fp16 on CUDA, fp32 on CPU)")
-    add("--threads", "ONNX Runtime intra-op threads (0 = all cores)", 0, type=int)
+    add(
+        "--threads",
+        "ONNX Runtime intra-op threads (0 = all cores; with --workers N, cores / N each)",
+        0,
+        type=int,
+    )
     add("--max-batch-size", "most queries per encoder call", 32, type=int)
     add("--max-batch-tokens", "most padded tokens per encoder call", 8192, type=int)
     add(
