@@ -10,15 +10,14 @@ Create the client inside the event loop that will use it.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from bertdot.client import types as t
-from bertdot.client.channel import ChannelConfig, create_aio_channel
+from bertdot.client.channel import ChannelConfig, Stubs, create_aio_channel
 from bertdot.client.errors import BertdotError, from_rpc_error
 from bertdot.client.sync import DEFAULT_K
 from bertdot.v1 import bertdot_pb2 as pb
@@ -44,17 +43,14 @@ class AsyncClient:
     ) -> None:
         self.config = ChannelConfig(target=target, **channel)
         self.timeout = timeout
-        if self.config.connections < 1:
-            raise ValueError(f"connections must be at least 1, got {self.config.connections}")
         self._channels = [create_aio_channel(self.config) for _ in range(self.config.connections)]
-        self._stubs = [pb_grpc.RetrievalStub(c) for c in self._channels]
-        self._turn = itertools.count()
-        self._health = health_pb2_grpc.HealthStub(self._channels[0])
+        self._stubs = Stubs(self._channels)
+        self._health = self._stubs.health
 
     @property
     def _stub(self) -> pb_grpc.RetrievalStub:
         """The next connection's stub (round-robin over `connections`)."""
-        return self._stubs[next(self._turn) % len(self._stubs)]
+        return self._stubs.next()
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self._channels))

@@ -81,15 +81,12 @@ async def run_bench(
     """Run the load test; call ``on_progress`` every ``progress_every_s`` seconds."""
     if not config.queries:
         raise ValueError("no queries to send")
-    if config.connections < 1:
-        raise ValueError("connections must be at least 1")
     channel_config = ChannelConfig(
         target=config.target,
         tls=config.tls,
         root_certificates=config.ca,
         max_attempts=1,
-        # Its own connection per channel (channels to one target otherwise share one).
-        options=[("grpc.use_local_subchannel_pool", 1)],
+        connections=config.connections,  # each channel then gets its own connection
     )
     channels = [create_aio_channel(channel_config) for _ in range(config.connections)]
     try:

@@ -16,6 +16,7 @@ address it behaves like ``pick_first``.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
+
+from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
 
 SERVICE = "bertdot.v1.Retrieval"
 READ_METHODS = (
@@ -57,6 +61,10 @@ class ChannelConfig:
     # worker, so one connection uses one worker.
     connections: int = 1
     options: Sequence[tuple[str, Any]] = ()
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError(f"connections must be at least 1, got {self.connections}")
 
 
 def service_config(cfg: ChannelConfig) -> str:
@@ -94,6 +102,19 @@ def channel_options(cfg: ChannelConfig) -> list[tuple[str, Any]]:
     if cfg.connections > 1:  # channels to one target otherwise share one connection
         options.append(("grpc.use_local_subchannel_pool", 1))
     return options + list(cfg.options)
+
+
+class Stubs:
+    """The service's stubs over a client's channels, handed out round-robin (one per
+    connection), and the health stub of the first channel."""
+
+    def __init__(self, channels: Sequence[Any]) -> None:
+        self._stubs = [pb_grpc.RetrievalStub(c) for c in channels]
+        self._turn = itertools.count()
+        self.health = health_pb2_grpc.HealthStub(channels[0])
+
+    def next(self) -> pb_grpc.RetrievalStub:
+        return self._stubs[next(self._turn) % len(self._stubs)]
 
 
 def _read_pem(value: Pem | None) -> bytes | None:

@@ -8,16 +8,15 @@ of queries holds only that many in the server's queues at once.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from bertdot.client import types as t
-from bertdot.client.channel import ChannelConfig, create_channel
+from bertdot.client.channel import ChannelConfig, Stubs, create_channel
 from bertdot.client.errors import BertdotError, from_rpc_error
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
@@ -40,17 +39,14 @@ class Client:
     ) -> None:
         self.config = ChannelConfig(target=target, **channel)
         self.timeout = timeout
-        if self.config.connections < 1:
-            raise ValueError(f"connections must be at least 1, got {self.config.connections}")
         self._channels = [create_channel(self.config) for _ in range(self.config.connections)]
-        self._stubs = [pb_grpc.RetrievalStub(c) for c in self._channels]
-        self._turn = itertools.count()
-        self._health = health_pb2_grpc.HealthStub(self._channels[0])
+        self._stubs = Stubs(self._channels)
+        self._health = self._stubs.health
 
     @property
     def _stub(self) -> pb_grpc.RetrievalStub:
         """The next connection's stub (round-robin over `connections`)."""
-        return self._stubs[next(self._turn) % len(self._stubs)]
+        return self._stubs.next()
 
     def close(self) -> None:
         for channel in self._channels:
