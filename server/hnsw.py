@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import hnswlib
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # Up to this many elements, a query the graph cannot fully answer is answered exactly
 # (a scan of 200,000 × 768 floats: about a tenth of a second).
 EXACT_FALLBACK_MAX = 200_000
+EXACT_CHUNK = 16384  # vectors per step of a brute-force scan
 
 SPACES = {"dot": "ip", "cosine": "cosine"}
 
@@ -213,11 +214,8 @@ class HnswGraph:
         """Brute force over every live element, in hnswlib's terms (distance = 1 − score)."""
         ids = np.asarray(self._index.get_ids_list(), dtype=np.int64)
         live = ids[~np.isin(ids, np.fromiter(self._deleted, dtype=np.int64))]
-        if self.space == "cosine":  # the graph holds normalised vectors; so must the queries
-            queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        scores = queries @ self.get_vectors(live).T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return live[top], 1.0 - np.take_along_axis(scores, top, axis=1)
+        labels, scores = exact_top_k(queries, k, live, self.get_vectors, self.space)
+        return labels, 1.0 - scores
 
     def save(self, path: str | Path) -> str:
         """Write atomically (temp file, fsync, rename, fsync the folder); returns the sha256.
@@ -233,6 +231,41 @@ class HnswGraph:
         os.replace(tmp, path)
         fsync_dir(path.parent)
         return digest
+
+
+def exact_top_k(
+    queries: np.ndarray,
+    k: int,
+    labels: np.ndarray,
+    vectors_of: Callable[[np.ndarray], np.ndarray],
+    space: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-`k` labels and scores per query among `labels`, whose vectors
+    `vectors_of` reads `EXACT_CHUNK` at a time (memory stays bounded); scores are the
+    graph's (dot products; cosines in the cosine space)."""
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    if space == "cosine":  # hnswlib normalises queries for this space too
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    best_labels = np.zeros((len(queries), 0), dtype=np.int64)
+    best_scores = np.zeros((len(queries), 0), dtype=np.float32)
+    for start in range(0, len(labels), EXACT_CHUNK):
+        chunk = labels[start : start + EXACT_CHUNK]
+        scores = np.concatenate([best_scores, queries @ vectors_of(chunk).T], axis=1)
+        tiled = np.broadcast_to(chunk, (len(queries), len(chunk)))
+        top = _top_k(scores, k)
+        best_scores = np.take_along_axis(scores, top, axis=1)
+        best_labels = np.take_along_axis(np.concatenate([best_labels, tiled], axis=1), top, axis=1)
+    return best_labels, best_scores
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the `k` best scores per row, best first."""
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((len(scores), 0), dtype=np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
 
 
 def fsync_dir(folder: str | Path) -> None:

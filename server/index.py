@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bertdot.server.corpus import Passage
-from bertdot.server.hnsw import HnswGraph
+from bertdot.server.hnsw import HnswGraph, exact_top_k
 from bertdot.server.index_manifest import (
     DEFAULT_EF,
     GRAPH_NAME,
@@ -53,8 +53,6 @@ __all__ = [
     "check_compatible",
     "write_atomic",
 ]
-
-_EXACT_CHUNK = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,23 +233,11 @@ class Index:
         return self._hits(labels, scores, sequence, with_text)
 
     def exact_labels(self, query_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
-        if self.graph.space == "cosine":  # hnswlib normalises queries for this space too
-            queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-        best_labels = np.zeros((len(queries), 0), dtype=np.int64)
-        best_scores = np.zeros((len(queries), 0), dtype=np.float32)
-        all_labels = self.store.labels()
-        for start in range(0, len(all_labels), _EXACT_CHUNK):
-            chunk = all_labels[start : start + _EXACT_CHUNK]
-            with self._lock:
-                vectors = self.graph.get_vectors(chunk)
-            scores = np.concatenate([best_scores, queries @ vectors.T], axis=1)
-            tiled = np.broadcast_to(chunk, (len(queries), len(chunk)))
-            labels = np.concatenate([best_labels, tiled], axis=1)
-            top = _top_k(scores, k)
-            best_scores = np.take_along_axis(scores, top, axis=1)
-            best_labels = np.take_along_axis(labels, top, axis=1)
-        return best_labels, best_scores
+        def vectors_of(chunk: np.ndarray) -> np.ndarray:
+            with self._lock:  # per chunk: searches go on between chunks
+                return self.graph.get_vectors(chunk)
+
+        return exact_top_k(query_vectors, k, self.store.labels(), vectors_of, self.graph.space)
 
     def get_passages(self, ids: Sequence[str]) -> dict[str, Passage]:
         """The passages among `ids` that the index holds."""
@@ -319,13 +305,3 @@ class Index:
             ]
             for row_labels, row_scores in zip(labels, scores, strict=True)
         ]
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the `k` best scores per row, best first."""
-    k = min(k, scores.shape[1])
-    if k <= 0:
-        return np.zeros((len(scores), 0), dtype=np.int64)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
