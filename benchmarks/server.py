@@ -600,7 +600,13 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     try:
         from bertdot.server.encoder import Encoder
 
-        encoder = Encoder(artifact, device=args.device, precision=args.precision)
+        # The floor runs the encoder as the server does, with or without CUDA graphs.
+        graphs = "--no-cuda-graphs" not in shlex.split(args.server_args)
+        encoder = Encoder(
+            artifact, device=args.device, precision=args.precision, cuda_graphs=graphs
+        )
+        data["in_process"] = {"encoder": encoder.describe()}
+        print(f"  in-process encoder: {encoder.describe()}", flush=True)
         contenders["in-process"] = InProcess(encoder, opened).search
     except Exception as exc:
         data["in_process"] = {"error": error_text(exc)}
@@ -808,6 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data["wall_s"] = round(time.perf_counter() - started, 1)
     stem = f"server-{args.model}" + ("-cuda" if args.device == "cuda" else "")
     stem += f"-workers{args.workers}" if args.workers > 1 else ""
+    stem += "-nographs" if "--no-cuda-graphs" in shlex.split(args.server_args) else ""
     stem += "-quick" if args.quick else ""
     for path in write_report(args.out, stem, data, render_markdown(data)):
         print(f"wrote {path}")

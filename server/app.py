@@ -51,6 +51,7 @@ def _load(config: ServerConfig) -> tuple[Encoder, Any, bool]:
         intra_op_threads=config.intra_op_threads,
         inter_op_threads=config.inter_op_threads,
         batch_size=config.batching.max_batch_size,
+        cuda_graphs=config.cuda_graphs,
     )
     index = None
     read_only = config.read_only

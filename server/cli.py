@@ -59,6 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         0,
         type=int,
     )
+    p.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        default=_env_flag("no-cuda-graphs"),
+        help="on CUDA, run every batch plainly instead of replaying captured CUDA graphs for "
+        "batches of up to --max-batch-size texts and 128 tokens "
+        f"[env {ENV_PREFIX}NO_CUDA_GRAPHS=1]",
+    )
     add("--max-batch-size", "most queries per encoder call", 32, type=int)
     add("--max-batch-tokens", "most padded tokens per encoder call", 8192, type=int)
     add(
@@ -143,6 +151,7 @@ def config_from(args: argparse.Namespace) -> Any:
         device=args.device,
         precision=args.precision,
         intra_op_threads=int(args.threads),
+        cuda_graphs=not args.no_cuda_graphs,
         batching=BatchingConfig(
             max_batch_size=int(args.max_batch_size),
             max_batch_tokens=int(args.max_batch_tokens),

@@ -37,6 +37,7 @@ class ServerConfig:
     precision: str | None = None
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    cuda_graphs: bool = True  # on CUDA: replay captured graphs for the small batch shapes
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     limits: Limits = field(default_factory=Limits)
     tls: TLSConfig | None = None

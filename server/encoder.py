@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,12 @@ import numpy as np
 import onnxruntime as ort
 
 from bertdot.export.manifest import TOKENIZER_NAME, load_manifest
+from bertdot.server.cuda_graphs import MIN_COSINE, GraphReplayer, buckets_for
 from bertdot.server.pooling import normalize, pool
-from bertdot.server.runtime import CUDA, Device, open_session
+from bertdot.server.runtime import CUDA, Device, SessionChoice, open_graph_session, open_session
 from bertdot.server.tokenization import Batch, TextTokenizer, TokenizedText
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,9 @@ class Encoder:
 
     Texts are tokenized without padding; each ONNX Runtime call gets a batch padded only
     to its longest member. Large inputs are sorted by length before batching so padding
-    is not wasted, and results are returned in input order.
+    is not wasted, and results are returned in input order. On the CUDA provider, batches
+    of up to `batch_size` texts and 128 tokens replay captured CUDA graphs instead
+    (`cuda_graphs.py`; `cuda_graphs=False` turns that off).
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class Encoder:
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
         batch_size: int = 32,
+        cuda_graphs: bool = True,
     ) -> None:
         self.root = Path(artifact_dir)
         self.manifest = load_manifest(self.root)
@@ -60,6 +67,10 @@ class Encoder:
         self.batch_size = batch_size
         self._input_names = [i.name for i in self._session.get_inputs()]
         self._output_name = self._session.get_outputs()[0].name
+        self._graphs: GraphReplayer | None = None
+        self.graphs_note = ""
+        if self.provider == CUDA and cuda_graphs:
+            self._graphs, self.graphs_note = self._capture_graphs(choice)
 
     @property
     def dim(self) -> int:
@@ -74,7 +85,33 @@ class Encoder:
         return self.manifest.fingerprint
 
     def describe(self) -> str:
-        return f"{self.provider} {self.precision} ({self.provider_reason})"
+        graphs = f"; {self.graphs_note}" if self.graphs_note else ""
+        return f"{self.provider} {self.precision} ({self.provider_reason}{graphs})"
+
+    @property
+    def graph_buckets(self) -> int:
+        """How many (rows, tokens) shapes replay a captured CUDA graph (0: none)."""
+        return len(self._graphs.buckets) if self._graphs is not None else 0
+
+    def _capture_graphs(self, choice: SessionChoice) -> tuple[GraphReplayer | None, str]:
+        """Capture the buckets' graphs and check them against the plain session; on any
+        failure the encoder runs every shape on the plain session, as without graphs."""
+        buckets = buckets_for(self.batch_size, self.manifest.max_length)
+        warm = self.tokenizer.tokenize([" ".join(["graph"] * self.manifest.max_length)])[0].ids
+        try:
+            graphs = GraphReplayer(
+                open_graph_session(choice), buckets, dim=self.dim, pad_id=self.tokenizer.pad_id
+            )
+            graphs.capture(warm)
+            cosine = graphs.check(warm, self._session)
+        except Exception as exc:  # ONNX Runtime raises its own types; any failure means off
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            log.warning("CUDA graphs off: capture failed: %s", exc)
+            return None, f"CUDA graphs off: {type(exc).__name__} {reason}".rstrip()
+        if cosine < MIN_COSINE:
+            log.warning("CUDA graphs off: a replay's cosine to the plain run was %.6f", cosine)
+            return None, f"CUDA graphs off: replay cosine {cosine:.6f}"
+        return graphs, f"CUDA graphs for {len(buckets)} shapes (replay cosine {cosine:.6f})"
 
     def tokenize(self, texts: Sequence[str]) -> list[TokenizedText]:
         return self.tokenizer.tokenize(texts)
@@ -104,6 +141,10 @@ class Encoder:
         return Encoded(vectors, counts, truncated)
 
     def _run(self, batch: Batch) -> np.ndarray:
+        if self._graphs is not None:
+            hidden = self._graphs.run(batch)
+            if hidden is not None:
+                return hidden
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(batch.input_ids)

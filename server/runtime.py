@@ -25,6 +25,8 @@ class SessionChoice:
     provider: str
     precision: str
     reason: str
+    path: Path  # the precision file the session runs
+    options: ort.SessionOptions
 
 
 def gpu_usable() -> bool:
@@ -80,7 +82,7 @@ def open_session(
         path = _precision_file(root, manifest, chosen)
         session = ort.InferenceSession(str(path), options, providers=[CUDA, CPU])
         if session.get_providers()[0] == CUDA:
-            return SessionChoice(session, CUDA, chosen, "a GPU is usable")
+            return SessionChoice(session, CUDA, chosen, "a GPU is usable", path, options)
         if device == "cuda":
             raise RuntimeError("device 'cuda' was asked for but ONNX Runtime could not use it")
         log.warning("CUDA provider failed to initialise; falling back to the CPU")
@@ -88,4 +90,14 @@ def open_session(
     path = _precision_file(root, manifest, chosen)
     session = ort.InferenceSession(str(path), options, providers=[CPU])
     reason = "device 'cpu' was asked for" if device == "cpu" else "no usable GPU"
-    return SessionChoice(session, CPU, chosen, reason)
+    return SessionChoice(session, CPU, chosen, reason, path, options)
+
+
+def open_graph_session(choice: SessionChoice) -> ort.InferenceSession:
+    """A second session over the same file, on the CUDA provider with graph capture on.
+
+    Kept apart from the plain session, which runs every shape no graph was captured for:
+    a capture session refuses a model with nodes outside CUDA and fixes its buffers.
+    """
+    providers = [(CUDA, {"enable_cuda_graph": "1"}), CPU]
+    return ort.InferenceSession(str(choice.path), choice.options, providers=providers)

@@ -30,3 +30,16 @@ def tiny_artifact(tiny_distilbert: Path, tmp_path_factory: pytest.TempPathFactor
         say=lambda _: None,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_artifact(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fp32 artifact of the tiny BERT (it takes token_type_ids; mean pooling)."""
+    from bertdot.export.pipeline import ExportOptions, export_artifact
+
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-bert"
+    export_artifact(
+        ExportOptions(model=str(tiny_bert), out=out, precisions=("fp32",), pooling="mean"),
+        say=lambda _: None,
+    )
+    return out
