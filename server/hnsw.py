@@ -21,6 +21,8 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 
+from bertdot.server.cores import usable_cores
+
 log = logging.getLogger(__name__)
 # Up to this many elements, a query the graph cannot fully answer is answered exactly
 # (a scan of 200,000 × 768 floats: about a tenth of a second).
@@ -28,6 +30,20 @@ EXACT_FALLBACK_MAX = 200_000
 EXACT_CHUNK = 16384  # vectors per step of a brute-force scan
 
 SPACES = {"dot": "ip", "cosine": "cosine"}
+ROWS_PER_SEARCH_THREAD = 4  # hnswlib searches on one thread unless rows > 4 × threads
+
+
+def search_threads(rows: int, cores: int) -> int:
+    """Threads for searching `rows` queries at once.
+
+    hnswlib falls back to one thread whenever rows ≤ 4 × the threads asked for, so its
+    default (every core) searched each batch the server forms (up to 64 rows on 16 cores)
+    on one thread: on an H100 host the search stage then took 14-16 ms p50 at concurrency
+    32, against 0.6 ms to encode the batch (`benchmarks/results/server-seed-cuda.md`).
+    Asking for fewer threads, just under rows / 4, keeps every batch of 9 rows or more
+    spread over the cores.
+    """
+    return max(1, min(cores, (rows - 1) // ROWS_PER_SEARCH_THREAD))
 
 
 class GraphFileError(ValueError):
@@ -55,6 +71,7 @@ class HnswGraph:
         self._index = index
         self.space = space
         self._deleted = set(deleted)
+        self._cores = usable_cores()
 
     @classmethod
     def create(
@@ -115,6 +132,7 @@ class HnswGraph:
     def set_num_threads(self, threads: int) -> None:
         """Threads for batch add and batch search; ≤ 0 means all cores."""
         self._index.set_num_threads(threads if threads > 0 else -1)
+        self._cores = threads if threads > 0 else usable_cores()
 
     def resize(self, capacity: int) -> None:
         self._index.resize_index(capacity)
@@ -169,15 +187,16 @@ class HnswGraph:
         if k <= 0:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
         self._index.set_ef(max(ef, k))
+        threads = search_threads(len(queries), self._cores)
         try:
-            labels, distances = self._index.knn_query(queries, k=k)
+            labels, distances = self._index.knn_query(queries, k=k, num_threads=threads)
         except RuntimeError:
             # hnswlib raises when a search finds fewer than k live elements (possible with
             # many deletions or a tiny ef); searching with ef = all elements finds them,
             # unless heavy churn left live elements the graph no longer reaches.
             self._index.set_ef(int(self._index.element_count))
             try:
-                labels, distances = self._index.knn_query(queries, k=k)
+                labels, distances = self._index.knn_query(queries, k=k, num_threads=threads)
             except RuntimeError:
                 labels, distances = self._beyond_reach(queries, k)
         return labels.astype(np.int64), (1.0 - distances).astype(np.float32)

@@ -38,19 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from bertdot.server.config import ServerConfig
+from bertdot.server.cores import usable_cores
 from bertdot.server.index import IndexLoadError
 from bertdot.server.serve import Ready, announce, serve_forever
 
 log = logging.getLogger(__name__)
 _START_TIMEOUT_S = 600.0  # loading a model on a cold disk, building a CUDA session
 _RESTART_DELAY_S = 1.0
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def worker_configs(config: ServerConfig, port: int, private_dir: Path) -> list[ServerConfig]:

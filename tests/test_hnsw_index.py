@@ -12,7 +12,7 @@ import pytest
 
 from bertdot.server.build import build_index
 from bertdot.server.corpus import Passage
-from bertdot.server.hnsw import GraphFileError, HnswGraph
+from bertdot.server.hnsw import GraphFileError, HnswGraph, search_threads
 from bertdot.server.index import (
     DEFAULT_EF,
     GRAPH_NAME,
@@ -49,6 +49,26 @@ def test_graph_scores_are_similarities_not_distances(space: str) -> None:
         assert np.abs(scores).max() > 10  # unnormalised dot products, not 1 − distance
 
 
+def test_batches_of_nine_rows_or_more_are_searched_on_several_threads() -> None:
+    # hnswlib uses one thread unless rows > 4 × the threads asked for.
+    assert [search_threads(rows, 16) for rows in (1, 8, 9, 16, 32, 64, 65, 1000)] == [
+        1, 1, 2, 3, 7, 15, 16, 16
+    ]  # fmt: skip
+    assert search_threads(32, 2) == 2
+
+
+def test_a_batch_search_answers_each_row_as_a_lone_search_would() -> None:
+    data, queries = _random(2000, 16), _random(40, 16, seed=1)
+    graph = HnswGraph.create("ip", 16, 2000)
+    graph.add(data, np.arange(2000))
+    graph.set_num_threads(4)  # 40 rows: 4 threads, whatever this machine's cores
+    labels, scores = graph.search(queries, k=10, ef=64)
+    for row, query in enumerate(queries):
+        alone_labels, alone_scores = graph.search(query[None, :], k=10, ef=64)
+        np.testing.assert_array_equal(labels[row], alone_labels[0])
+        np.testing.assert_allclose(scores[row], alone_scores[0], rtol=1e-6)
+
+
 def test_graph_k_larger_than_count_and_empty_graph() -> None:
     graph = HnswGraph.create("ip", 4, 10)
     labels, scores = graph.search(_random(2, 4), k=5, ef=10)
@@ -80,10 +100,12 @@ class PartlyReachable:
         self._real = real
         self.reach = reach
 
-    def knn_query(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def knn_query(
+        self, queries: np.ndarray, k: int, num_threads: int = -1
+    ) -> tuple[np.ndarray, np.ndarray]:
         if k > self.reach:
             raise RuntimeError("Cannot return the results in a contiguous 2D array.")
-        return self._real.knn_query(queries, k=k)  # type: ignore[attr-defined]
+        return self._real.knn_query(queries, k=k, num_threads=num_threads)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._real, name)
