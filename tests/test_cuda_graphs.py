@@ -93,25 +93,30 @@ def test_a_replayed_bucket_gives_each_text_the_vector_of_its_unpadded_batch(
         np.testing.assert_allclose(got[mask], want[mask], rtol=1e-4, atol=1e-4)
 
 
-def test_a_batch_beyond_every_bucket_is_left_to_the_plain_session(tiny_artifact: Path) -> None:
-    manifest = load_manifest(tiny_artifact)
-    session = open_session(tiny_artifact, manifest, device="cpu", precision="fp32").session
-    tokenizer = TextTokenizer(tiny_artifact / "tokenizer.json", manifest.max_length)
+def _cpu_replayer(
+    root: Path, max_rows: int, max_tokens: int
+) -> tuple[GraphReplayer, ort.InferenceSession, TextTokenizer]:
+    """A replayer over a plain fp32 CPU session, that session, and the artifact's tokenizer."""
+    manifest = load_manifest(root)
+    session = open_session(root, manifest, device="cpu", precision="fp32").session
+    tokenizer = TextTokenizer(root / "tokenizer.json", manifest.max_length)
+    buckets = buckets_for(max_rows, max_tokens)
     replayer = GraphReplayer(
-        session, buckets_for(2, 16), dim=manifest.dim, pad_id=tokenizer.pad_id, device="cpu"
+        session, buckets, dim=manifest.dim, pad_id=tokenizer.pad_id, device="cpu"
     )
+    return replayer, session, tokenizer
+
+
+def test_a_batch_beyond_every_bucket_is_left_to_the_plain_session(tiny_artifact: Path) -> None:
+    replayer, _, tokenizer = _cpu_replayer(tiny_artifact, 2, 16)
     assert replayer.run(tokenizer.pad(tokenizer.tokenize(TEXTS))) is None  # 3 rows > 2
     assert replayer.run(tokenizer.pad(tokenizer.tokenize(TEXTS[2:]))) is None  # > 16 tokens
     assert replayer.run(tokenizer.pad(tokenizer.tokenize(TEXTS[:2]))) is not None
 
 
 def test_check_compares_replays_with_the_plain_session(tiny_artifact: Path) -> None:
+    replayer, session, tokenizer = _cpu_replayer(tiny_artifact, 2, 32)
     manifest = load_manifest(tiny_artifact)
-    session = open_session(tiny_artifact, manifest, device="cpu", precision="fp32").session
-    tokenizer = TextTokenizer(tiny_artifact / "tokenizer.json", manifest.max_length)
-    replayer = GraphReplayer(
-        session, buckets_for(2, 32), dim=manifest.dim, pad_id=tokenizer.pad_id, device="cpu"
-    )
     ids = tokenizer.tokenize([" ".join(["warm"] * 40)])[0].ids
     assert replayer.check(ids, session) > 0.99999
     int8 = open_session(tiny_artifact, manifest, device="cpu", precision="int8").session
