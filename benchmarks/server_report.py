@@ -123,6 +123,8 @@ def render_baselines(data: dict[str, Any]) -> list[str]:
     peer = data.get("peer", {})
     labels = {
         "in-process": f"in-process: our Encoder + Index.search ({data['settings']['precision']})",
+        "in-process encode": "in-process: Encoder.encode alone (tokenize, run, pool)",
+        "in-process search": "in-process: Index.search alone, back to back (caches warm)",
         "peer": f"peer: {peer.get('description', '')} + numpy exact dot product",
         "peer, torch search": f"peer: {peer.get('description', '')} + PyTorch exact dot product",
     }
