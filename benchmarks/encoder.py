@@ -670,10 +670,7 @@ def _feeds_maker(
     def feeds_for(tokens: int) -> dict[str, np.ndarray]:
         text = exact_texts(tokens, 1, [contender.tokenizer_count], rng)[0]
         batch = contender.encoder.tokenizer.pad(contender.encoder.tokenize([text]))
-        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in inputs:
-            feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
-        return feeds
+        return batch.feeds(inputs)
 
     return feeds_for
 

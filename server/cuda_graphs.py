@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
+from bertdot.server.pooling import normalize
 from bertdot.server.tokenization import Batch
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def buckets_for(max_rows: int, max_tokens: int) -> list[Bucket]:
     return sorted({Bucket(r, t) for r in rows for t in tokens})
 
 
-def smallest_bucket(buckets: Sequence[Bucket], rows: int, tokens: int) -> Bucket | None:
+def smallest_bucket(buckets: Iterable[Bucket], rows: int, tokens: int) -> Bucket | None:
     """The bucket with the fewest padded tokens that holds `rows` × `tokens`, if any."""
     fitting = [b for b in buckets if b.rows >= rows and b.tokens >= tokens]
     return min(fitting, key=lambda b: (b.rows * b.tokens, b.tokens), default=None)
@@ -131,7 +132,7 @@ class GraphReplayer:
     def run(self, batch: Batch) -> np.ndarray | None:
         """Hidden states (rows, tokens, dim) of `batch`, or None where no bucket holds it."""
         rows, tokens = batch.shape
-        bucket = smallest_bucket(list(self._slots), rows, tokens)
+        bucket = smallest_bucket(self._slots, rows, tokens)
         if bucket is None:
             return None
         padded = pad_to(batch, bucket, self._pad_id)
@@ -161,10 +162,7 @@ class GraphReplayer:
             batch = _filled(bucket, np.roll(ids, 3))
             replayed = self.run(batch)
             assert replayed is not None  # the batch has the bucket's shape
-            feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-            if "token_type_ids" in names:
-                feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
-            expected = np.asarray(plain.run(None, feeds)[0])
+            expected = np.asarray(plain.run(None, batch.feeds(names))[0])
             rows = bucket.rows
             worst = min(
                 worst, _lowest_cosine(replayed.reshape(rows, -1), expected.reshape(rows, -1))
@@ -179,6 +177,4 @@ def _filled(bucket: Bucket, ids: np.ndarray) -> Batch:
 
 
 def _lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.min((a * b).sum(axis=1) / np.clip(norms, 1e-12, None)))
+    return float((normalize(a) * normalize(b)).sum(axis=1).min())

@@ -105,7 +105,7 @@ class Encoder:
             graphs.capture(warm)
             cosine = graphs.check(warm, self._session)
         except Exception as exc:  # ONNX Runtime raises its own types; any failure means off
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            reason = next(iter(str(exc).strip().splitlines()), "")[:200]
             log.warning("CUDA graphs off: capture failed: %s", exc)
             return None, f"CUDA graphs off: {type(exc).__name__} {reason}".rstrip()
         if cosine < MIN_COSINE:
@@ -145,9 +145,7 @@ class Encoder:
             hidden = self._graphs.run(batch)
             if hidden is not None:
                 return hidden
-        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
+        feeds = batch.feeds(self._input_names)
         if self.provider == CUDA:
             return self._run_bound(feeds)
         return np.asarray(self._session.run([self._output_name], feeds)[0])

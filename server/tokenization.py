@@ -33,6 +33,13 @@ class Batch:
     def shape(self) -> tuple[int, int]:
         return (int(self.input_ids.shape[0]), int(self.input_ids.shape[1]))
 
+    def feeds(self, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The model's inputs by name; a BERT's `token_type_ids` are all zeros (one segment)."""
+        feeds = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if "token_type_ids" in input_names:
+            feeds["token_type_ids"] = np.zeros_like(self.input_ids)
+        return feeds
+
 
 class TextTokenizer:
     """Wraps `tokenizers.Tokenizer`: truncation at max length, reported per text; no padding.

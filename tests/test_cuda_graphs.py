@@ -61,10 +61,8 @@ def test_padding_masks_every_added_token_and_keeps_padded_rows_non_empty(
 
 
 def _plain_hidden(session: ort.InferenceSession, batch: Batch) -> np.ndarray:
-    feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-    if "token_type_ids" in [i.name for i in session.get_inputs()]:
-        feeds["token_type_ids"] = np.zeros_like(batch.input_ids)
-    return np.asarray(session.run(None, feeds)[0])
+    names = [i.name for i in session.get_inputs()]
+    return np.asarray(session.run(None, batch.feeds(names))[0])
 
 
 @pytest.mark.parametrize("artifact_fixture", ["tiny_artifact", "tiny_bert_artifact"])
