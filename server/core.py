@@ -5,6 +5,8 @@ messages; everything here is testable and benchmarkable without a channel. Model
 runs in the encoder thread (one ONNX Runtime call at a time: its own threads use the
 cores), index work in the search thread (hnswlib's ef is a setting of the whole graph,
 so searches with different ef must not interleave, and writes must not run beside them).
+One exception saves a lone query two thread hand-offs: when nothing else waits, the
+encoder thread searches its vector itself, if the index is idle (`QueryBatcher` follow-ups).
 Writes (`upsert`, `delete`) follow the same split; their path is in `writes.py`.
 """
 
@@ -120,6 +122,7 @@ class Retriever:
         self.limits = limits or Limits()
         self.read_only = read_only
         self._bulk_in_flight = 0
+        self._searches_in_flight = 0  # being encoded; read by the encoder thread
         # Started on first use (it needs the running event loop); never used without an index.
         self.searches = SearchBatcher(index, workers.search)
         self._writes = Writes(
@@ -163,10 +166,27 @@ class Retriever:
         check_text("query", query, self.limits.max_query_chars)
         k = check_k(k, self.limits)
         ef = check_ef(ef, k, self.limits)
-        self._require_index()
-        encoded = await self.batcher.encode(query, deadline)
-        t_search = time.perf_counter()
-        hits = await self.searches.search(encoded.vector, k, ef, return_text)
+        index = self._require_index()
+
+        def search_here(vector: np.ndarray) -> Any:
+            """In the encoder thread, for a query alone in the server: there the search
+            would hold up no other query's encode. None: not alone, or the index is busy."""
+            if self._searches_in_flight > 1:
+                return None
+            return index.search_if_idle(vector[None, :], k, ef, return_text)
+
+        self._searches_in_flight += 1
+        try:
+            encoded = await self.batcher.encode(query, deadline, search_here)
+        finally:
+            self._searches_in_flight -= 1
+        if encoded.followed is not None:  # a lone query, searched in the encoder thread
+            hits = encoded.followed[0]
+            search_us = encoded.follow_us
+        else:
+            t_search = time.perf_counter()
+            hits = await self.searches.search(encoded.vector, k, ef, return_text)
+            search_us = microseconds(time.perf_counter() - t_search)
         done = time.perf_counter()
         passages = [ScoredPassage(h.id, h.score, h.title or "", h.text or "") for h in hits]
         return SearchAnswer(
@@ -177,7 +197,7 @@ class Retriever:
                 queue_us=encoded.queue_us,
                 tokenize_us=encoded.tokenize_us,
                 encode_us=encoded.encode_us,
-                search_us=microseconds(done - t_search),
+                search_us=search_us,
                 total_us=microseconds(done - started),
                 batch_size=encoded.batch_size,
             ),

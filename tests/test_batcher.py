@@ -40,7 +40,7 @@ class SlowEncoder:
 
 def run(coro_fn, encoder: SlowEncoder, **options):  # type: ignore[no-untyped-def]
     async def main():  # type: ignore[no-untyped-def]
-        with ThreadPoolExecutor(1) as pool:
+        with ThreadPoolExecutor(1, thread_name_prefix="encoder") as pool:
             batcher = QueryBatcher(encoder, pool, **options)  # type: ignore[arg-type]
             batcher.start()
             try:
@@ -102,6 +102,64 @@ def test_token_budget_splits_a_batch_into_calls() -> None:
     run(go, encoder, max_batch_size=8, max_batch_tokens=30)
     assert all(rows * longest <= 30 for rows, longest in encoder.calls)
     assert sum(rows for rows, _ in encoder.calls) == 8
+
+
+def test_a_lone_querys_follow_up_runs_in_the_encoder_thread() -> None:
+    encoder = SlowEncoder(delay_s=0.0)
+    threads: list[str] = []
+
+    def follow_up(vector: np.ndarray) -> float:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.002)
+        return float(vector.sum())
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        return await batcher.encode("three words here", follow_up=follow_up)
+
+    answer = run(go, encoder)
+    assert answer.followed == 3.0 * encoder.dim  # the follow-up saw this query's vector
+    assert answer.follow_us >= 2000
+    assert len(threads) == 1 and threads[0].startswith("encoder")  # not the event loop
+
+
+def test_follow_ups_wait_for_their_caller_in_a_batch_or_when_declined() -> None:
+    encoder = SlowEncoder(delay_s=0.02)
+    ran: list[str] = []
+
+    def follow_up_of(text: str):  # type: ignore[no-untyped-def]
+        def follow_up(vector: np.ndarray) -> None:
+            ran.append(text)
+            return None  # declined: e.g. the index is busy
+
+        return follow_up
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        busy = asyncio.ensure_future(batcher.encode("keeps the encoder busy"))
+        await asyncio.sleep(0.005)
+        together = [batcher.encode(t, follow_up=follow_up_of(t)) for t in ("a b", "c d e")]
+        await busy
+        return await asyncio.gather(*together)
+
+    together = run(go, encoder)
+    assert [a.batch_size for a in together] == [2, 2]
+    assert all(a.followed is None and a.follow_us == 0 for a in together)
+    assert ran == []  # a batch of two leaves both follow-ups to their callers
+    lone = run(lambda b: b.encode("alone", follow_up=follow_up_of("alone")), encoder)
+    assert ran == ["alone"] and lone.followed is None  # declined: the caller does it
+
+
+def test_a_failing_follow_up_fails_only_its_own_request() -> None:
+    encoder = SlowEncoder(delay_s=0.0)
+
+    def broken(vector: np.ndarray) -> None:
+        raise ValueError("index exploded")
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        with pytest.raises(ValueError, match="index exploded"):
+            await batcher.encode("doomed", follow_up=broken)
+        return await batcher.encode("fine afterwards")
+
+    assert run(go, encoder).vector[0] == 2.0
 
 
 def test_split_by_tokens_gives_an_oversized_text_its_own_group() -> None:
