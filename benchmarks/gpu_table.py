@@ -91,6 +91,12 @@ def table(results: Path) -> str:
                      f"{bench['throughput_qps']:,.0f} q/s, batch {bench.get('mean_batch_size')}",
                      f"errors {sum(bench.get('errors', {}).values())}"]
                 )  # fmt: skip
+    for label, server in servers:
+        for mode, floor in server.get("rpc_floor", {}).items():
+            if mode != "error" and "error" not in floor["bench"]:
+                p50 = floor["bench"]["latency_ms"]["p50"]
+                rows.append([f"round trip alone ({label} run), {mode} c=1",
+                             f"p50 {p50:.2f} ms", "echo server, no work", ""])  # fmt: skip
     c1 = [
         (b["latency_ms"]["p50"], f"{label}, {m}")
         for label, s in servers

@@ -518,6 +518,40 @@ def sweep(
     return runs
 
 
+def rpc_floor(args: argparse.Namespace, queries: Path, folder: Path) -> dict[str, Any]:
+    """The same client at concurrency 1 against `echo_server.py`, which answers with fixed
+    hits and does no work: what the round trip alone costs on this machine, per mode."""
+    program = [sys.executable, str(Path(__file__).with_name("echo_server.py"))]
+    echo = ServerProcess([], folder / "echo.log", program)
+    floor: dict[str, Any] = {}
+    print("the round trip alone (echo_server.py, c=1)", flush=True)
+    with echo:
+        try:
+            echo.wait_ready(60)
+            for mode in args.modes:
+                report, cpu, _ = quietest(
+                    functools.partial(
+                        run_bench,
+                        echo.target,
+                        mode,
+                        1,
+                        (args.duration, args.warmup, K),
+                        queries,
+                        folder / f"echo-{mode}-c1.json",
+                    ),
+                    echo.pid,
+                    args,
+                    f"echo {mode}",
+                )
+                floor[mode] = {"bench": report, "cpu_cores": cpu}
+                if "error" not in report:
+                    print(f"  {mode:>6} p50 {report['latency_ms']['p50']:.3f} ms", flush=True)
+        except Exception as exc:
+            floor["error"] = error_text(exc)
+            print(f"  echo server: {floor['error']}", flush=True)
+    return floor
+
+
 def connections_for(args: argparse.Namespace, concurrency: int) -> int:
     """Connections of a sweep row: one per worker is not enough, because the kernel places
     each connection on a worker by a hash, so several per worker spread the load evenly."""
@@ -679,6 +713,8 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
             data["server"]["error"] = error_text(exc)
             print(f"  server: {data['server']['error']}", flush=True)
         baseline_phase("after the server sweep", server.pid)
+    if 1 in args.concurrency:
+        data["rpc_floor"] = rpc_floor(args, queries_file, folder)
     data["baselines"] = baseline_stats(phases)
     for name, stats in data["baselines"].items():
         print(f"  {name}: p50 {stats['median_ms']:.2f} ms, loop {stats['loop_qps']:.1f} q/s")

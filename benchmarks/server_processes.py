@@ -106,23 +106,19 @@ class CpuShares:
 
 
 class ServerProcess:
-    """`bertdot serve` as a subprocess on a free port, its output in a log file; stopped (SIGTERM,
-    then SIGKILL) on leaving the `with` block, whatever happened inside it."""
+    """`bertdot serve` (or another `program` that takes --host and --port and serves gRPC
+    health) as a subprocess on a free port, its output in a log file; stopped (SIGTERM, then
+    SIGKILL) on leaving the `with` block, whatever happened inside it."""
 
-    def __init__(self, arguments: Sequence[str], log: Path) -> None:
+    def __init__(
+        self, arguments: Sequence[str], log: Path, program: Sequence[str] | None = None
+    ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.target = f"127.0.0.1:{self.port}"
-        self.command = [
-            *bertdot_command(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        self.command += list(arguments)
+        self.command = list(program or [*bertdot_command(), "serve"])
+        self.command += ["--host", "127.0.0.1", "--port", str(self.port), *arguments]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -152,7 +148,7 @@ class ServerProcess:
             while time.perf_counter() - started < timeout_s:
                 if self.process.poll() is not None:
                     raise RuntimeError(
-                        f"bertdot serve exited with {self.process.returncode}: {self.log_tail()}"
+                        f"the server exited with {self.process.returncode}: {self.log_tail()}"
                     )
                 try:
                     if client.health() == "SERVING":
@@ -160,7 +156,7 @@ class ServerProcess:
                 except BertdotError:
                     pass  # not listening yet
                 time.sleep(0.5)
-        raise TimeoutError(f"bertdot serve not SERVING after {timeout_s:.0f} s: {self.log_tail()}")
+        raise TimeoutError(f"the server not SERVING after {timeout_s:.0f} s: {self.log_tail()}")
 
     def memory_bytes(self) -> dict[str, int | None]:
         """Resident memory now (VmRSS) and at its peak so far (VmHWM), summed over the

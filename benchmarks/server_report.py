@@ -110,10 +110,30 @@ def render_markdown(data: dict[str, Any]) -> str:
             "machine) and by other processes.",
             "",
         ]
+        lines += render_rpc_floor(data)
     lines += render_baselines(data)
     lines += render_targets(data)
     lines += render_memory(data)
     return "\n".join(lines) + "\n"
+
+
+def render_rpc_floor(data: dict[str, Any]) -> list[str]:
+    floor = data.get("rpc_floor")
+    if not floor:
+        return []
+    if "error" in floor:
+        return [f"The round trip alone was not measured: {floor['error']}", ""]
+    parts = [
+        f"{mode} " + ("–" if "error" in f["bench"] else f"{f['bench']['latency_ms']['p50']:.3f} ms")
+        for mode, f in floor.items()
+    ]
+    return [
+        "The round trip alone, the same client at c=1 against `echo_server.py` (bertdot's wire "
+        "contract, ten fixed hits, no work): p50 " + ", ".join(parts) + ". Of a c=1 row's "
+        "client − server p50, this much is the RPC and the load generator themselves; the rest "
+        "is the server's handler around its timed core.",
+        "",
+    ]
 
 
 def render_baselines(data: dict[str, Any]) -> list[str]:
