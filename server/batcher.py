@@ -217,10 +217,11 @@ class QueryBatcher(RequestQueue[_Waiting]):
             vectors[group] = self._encoder.encode_tokenized([items[i] for i in group])
         t2 = time.perf_counter()
         result = _BatchResult(rows, items, vectors, t1 - t0, t2 - t1, t0)
-        follow_up = batch[rows[0]].follow_up if len(rows) == 1 else None
-        if follow_up is not None and not self._queue:  # len() of a deque is atomic
+        lone = batch[rows[0]] if len(rows) == 1 else None
+        # Only while nothing else waits (len() of a deque is atomic) and the caller still does.
+        if lone and lone.follow_up and not self._queue and not lone.future.done():
             try:
-                result.followed = follow_up(vectors[0])
+                result.followed = lone.follow_up(vectors[0])
             except Exception as exc:  # the request's own failure, not the encoder's
                 result.follow_error = exc
             result.follow_s = time.perf_counter() - t2
