@@ -6,7 +6,8 @@ runs in the encoder thread (one ONNX Runtime call at a time: its own threads use
 cores), index work in the search thread (hnswlib's ef is a setting of the whole graph,
 so searches with different ef must not interleave, and writes must not run beside them).
 One exception saves a lone query two thread hand-offs: when nothing else waits, the
-encoder thread searches its vector itself, if the index is idle (`QueryBatcher` follow-ups).
+encoder thread searches its vector itself, between the search thread's jobs, if that thread
+is idle (`QueryBatcher` follow-ups, `IndexThread.run_if_idle`).
 Writes (`upsert`, `delete`) follow the same split; their path is in `writes.py`.
 """
 
@@ -25,6 +26,7 @@ from bertdot.server.batcher import EncodedText, QueryBatcher
 from bertdot.server.corpus import Passage
 from bertdot.server.encoder import Encoded, Encoder
 from bertdot.server.errors import FailedPrecondition, NotFound, Overloaded, quoted
+from bertdot.server.index_thread import IndexThread
 from bertdot.server.offload import microseconds, run_on
 from bertdot.server.search_batcher import SearchBatcher
 from bertdot.server.validation import Limits, check_count, check_ef, check_k, check_text
@@ -96,9 +98,7 @@ class Workers:
     encoder: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="encoder")
     )
-    search: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="search")
-    )
+    search: IndexThread = field(default_factory=IndexThread)
 
     def shutdown(self) -> None:
         self.encoder.shutdown(wait=True)
@@ -173,7 +173,9 @@ class Retriever:
             would hold up no other query's encode. None: not alone, or the index is busy."""
             if self._searches_in_flight > 1:
                 return None
-            return index.search_if_idle(vector[None, :], k, ef, return_text)
+            return self.workers.search.run_if_idle(
+                index.search, vector[None, :], k, ef, return_text
+            )
 
         self._searches_in_flight += 1
         try:

@@ -67,8 +67,7 @@ class Index:
     """Thread-safe: graph work (whose `ef` is global) runs under a lock; the store has a
     connection per thread. Writes (`upsert`, `delete`) are meant to come from one thread, the
     one searches run on in the server, so that a graph insertion never overlaps a search
-    even beyond what the lock guards. (The server's encoder thread also searches a lone
-    query, through `search_if_idle`, but only while it holds the lock.)"""
+    even beyond what the lock guards."""
 
     def __init__(
         self,
@@ -215,36 +214,15 @@ class Index:
     ) -> list[list[Hit]]:
         """Approximate top-`k` per query; scores are the model's similarity (dot product)."""
         with self._lock:
-            found = self._search_graph(query_vectors, k, ef)
-        return self._hits(*found, with_text)
-
-    def search_if_idle(
-        self, query_vectors: np.ndarray, k: int, ef: int | None = None, with_text: bool = True
-    ) -> list[list[Hit]] | None:
-        """`search`, or None at once when the graph is busy (another thread searches or
-        writes): for a caller with better things to do than wait."""
-        if not self._lock.acquire(blocking=False):
-            return None
-        try:
-            found = self._search_graph(query_vectors, k, ef)
-        finally:
-            self._lock.release()
-        return self._hits(*found, with_text)
-
-    def _search_graph(
-        self, query_vectors: np.ndarray, k: int, ef: int | None
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Labels, scores, and the sequence of the writes the searched graph holds. Call
-        with the graph lock held; the store lookup (`_hits`) goes on without it."""
-        labels, scores = self.graph.search(query_vectors, k, ef or self.default_ef)
-        return labels, scores, self.sequence
+            labels, scores = self.graph.search(query_vectors, k, ef or self.default_ef)
+            sequence = self.sequence  # the writes the searched graph holds
+        return self._hits(labels, scores, sequence, with_text)
 
     def search_labels(
         self, query_vectors: np.ndarray, k: int, ef: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            labels, scores, _ = self._search_graph(query_vectors, k, ef)
-        return labels, scores
+            return self.graph.search(query_vectors, k, ef or self.default_ef)
 
     def exact_search(
         self, query_vectors: np.ndarray, k: int, with_text: bool = True

@@ -54,7 +54,9 @@ def _client(
             try:
                 if roll < 0.75:
                     hits = stub.Search(pb.SearchRequest(query=rng.choice(QUERIES)), timeout=30).hits
-                    assert len(hits) == 10
+                    if len(hits) != 10:  # a write in the middle of a search must not cut it
+                        with lock:
+                            errors.append(f"a search answered {len(hits)} hits, not 10")
                     kind, written = "search", {}
                 elif roll < 0.95:
                     ids = rng.sample(pool, rng.randint(1, 3))

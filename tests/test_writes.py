@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -127,6 +128,41 @@ def test_delete_reports_unknown_ids_and_labels_are_reused(
     assert {"r1", "r2"} <= set(everything(stub))
     again = stub.Delete(pb.DeleteRequest(ids=["p1"]))
     assert (again.deleted, list(again.not_found), again.sequence) == (0, ["p1"], 124)
+
+
+def test_a_search_never_sees_half_a_write(server: ServerThread) -> None:
+    """One client searches alone (so the encoder thread searches for it, between the index
+    thread's jobs) while another rewrites and deletes passages among its top hits. A write
+    commits to the store and then updates the graph; a search reads the graph and then the
+    store. Were they to interleave, labels found in the graph would be gone from the store
+    and the answer would come back short."""
+    query = PASSAGES[0].text
+    stop = time.monotonic() + 3.0
+    short: list[int] = []
+    searches = 0
+
+    def rewrite() -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            writer = pb_grpc.RetrievalStub(channel)
+            n = 0
+            while time.monotonic() < stop:
+                hot = [pb.Passage(id=f"hot{i}", text=f"{query} {n}") for i in range(8)]
+                writer.Upsert(pb.UpsertRequest(passages=hot), timeout=10)
+                writer.Delete(pb.DeleteRequest(ids=[f"hot{i}" for i in range(0, 8, 2)]), timeout=10)
+                n += 1
+
+    writer_thread = threading.Thread(target=rewrite)
+    writer_thread.start()
+    with grpc.insecure_channel(server.target) as channel:
+        searcher = pb_grpc.RetrievalStub(channel)
+        while time.monotonic() < stop:
+            hits = searcher.Search(pb.SearchRequest(query=query, k=10), timeout=10).hits
+            searches += 1
+            if len(hits) != 10:
+                short.append(len(hits))
+    writer_thread.join(15)
+    assert searches > 50
+    assert short == []
 
 
 def test_index_grows_past_its_initial_capacity(

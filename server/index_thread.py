@@ -1,0 +1,40 @@
+"""The index's one worker thread, which another thread may stand in for while it is idle.
+
+All index work (searches, writes, snapshots, a replica's catch-up) runs as jobs on this
+thread, one at a time, so a search never sees half of a write: a write commits to the store
+and then updates the graph, and a search reads the graph and then the store, and neither may
+run between the other's two steps. The encoder thread, holding a lone query's vector, may run
+that query's search itself instead of handing it over (`run_if_idle`): it takes the same lock
+every job holds, so it too runs between jobs, never beside one, and it never waits for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class IndexThread(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(1, thread_name_prefix="search")
+        self._turn = threading.Lock()  # held by whichever thread is doing index work
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        return super().submit(self._in_turn, fn, *args, **kwargs)
+
+    def run_if_idle(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """`fn(*args)` in the calling thread if no index work is running, else None at once."""
+        if not self._turn.acquire(blocking=False):
+            return None
+        try:
+            return fn(*args)
+        finally:
+            self._turn.release()
+
+    def _in_turn(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._turn:
+            return fn(*args, **kwargs)
