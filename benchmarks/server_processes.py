@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,11 @@ class ServerProcess:
     SIGKILL) on leaving the `with` block, whatever happened inside it."""
 
     def __init__(
-        self, arguments: Sequence[str], log: Path, program: Sequence[str] | None = None
+        self,
+        arguments: Sequence[str],
+        log: Path,
+        program: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -120,13 +124,18 @@ class ServerProcess:
         self.command = list(program or [*bertdot_command(), "serve"])
         self.command += ["--host", "127.0.0.1", "--port", str(self.port), *arguments]
         self.log = log
+        self.env = dict(env) if env is not None else None
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> ServerProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as handle:
             self.process = subprocess.Popen(
-                self.command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
             )
         return self
 
