@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table
 
 ENCODE_P50_MS, SERVER_P50_MS, QPS_AT_256 = 1.5, 2.5, 5000.0
+STAGES = ("queue", "tokenize", "encode", "search", "total")  # the server's own p50s
 SERVER_RUN = re.compile(r"server-seed-cuda(-workers\d+)?(-nographs)?")
 
 
@@ -85,11 +86,12 @@ def table(results: Path) -> str:
                 bench = _run(server, mode, c)
                 if bench is None:
                     continue
-                lat = bench["latency_ms"]
+                lat, stages = bench["latency_ms"], bench.get("server_ms", {})
+                split = " / ".join(f"{stages[s]['p50']:.2f}" for s in STAGES if s in stages)
                 rows.append(
                     [f"{label} {mode} c={c}", f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms",
                      f"{bench['throughput_qps']:,.0f} q/s, batch {bench.get('mean_batch_size')}",
-                     f"errors {sum(bench.get('errors', {}).values())}"]
+                     f"errors {sum(bench.get('errors', {}).values())}; server {split} ms"]
                 )  # fmt: skip
     for label, server in servers:
         for mode, floor in server.get("rpc_floor", {}).items():
@@ -124,6 +126,7 @@ def table(results: Path) -> str:
         lines.append("No results found (encoder-seed-cuda.json, server-seed-cuda*.json).")
     else:
         lines.append(markdown_table(["what", "bertdot", "reference / target", ""], rows))
+        lines += ["", "Server rows end with the server's own p50s: " + " / ".join(STAGES) + "."]
     return "\n".join(lines) + "\n"
 
 
