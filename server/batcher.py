@@ -12,7 +12,7 @@ When the request is encoded alone and nothing else waits, the encoder thread run
 follow-up at once, instead of handing the vector back to the event loop and on to the search
 thread. At concurrency 1 that saves two thread hand-offs per query; under load batches form
 and the follow-up is left to its caller. A follow-up answers None when it cannot run now
-(the index is busy); its caller then does the work the usual way.
+(the index thread is busy); its caller then does the work the usual way.
 """
 
 from __future__ import annotations

@@ -170,7 +170,7 @@ class Retriever:
 
         def search_here(vector: np.ndarray) -> Any:
             """In the encoder thread, for a query alone in the server: there the search
-            would hold up no other query's encode. None: not alone, or the index is busy."""
+            would hold up no other query's encode. None: not alone, or the index thread is busy."""
             if self._searches_in_flight > 1:
                 return None
             return self.workers.search.run_if_idle(
