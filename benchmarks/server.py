@@ -115,7 +115,7 @@ DESCRIPTIONS = {
 }
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """The checkout's commit, with "+changes" where tracked files differ from it."""
     root = Path(__file__).resolve().parent.parent
     try:
@@ -130,6 +130,17 @@ def _git_commit() -> str | None:
     except OSError:
         return None
     return commit + ("+changes" if dirty else "")
+
+
+def run_record(script: str, argv: Sequence[str] | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every report of a run starts with: how it was run, at which commit, on what."""
+    shown = sys.argv[1:] if argv is None else list(argv)
+    return {
+        "command": shlex.join(["python", f"benchmarks/{script}", *shown]),
+        "commit": git_commit(),
+        "machine": machine_info(PACKAGES),
+        "settings": settings,
+    }
 
 
 # --- inputs and index -----------------------------------------------------------------------
@@ -814,12 +825,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    shown = sys.argv[1:] if argv is None else list(argv)
-    data: dict[str, Any] = {
-        "command": shlex.join(["python", "benchmarks/server.py", *shown]),
-        "commit": _git_commit(),
-        "machine": machine_info(PACKAGES),
-        "settings": {
+    data = run_record(
+        "server.py",
+        argv,
+        {
             "device": args.device,
             "precision": args.precision,
             "concurrency": args.concurrency,
@@ -835,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "client_processes": args.client_processes,
             "seed": args.seed,
         },
-    }
+    )
     try:
         import torch
 

@@ -18,7 +18,6 @@ server's stage p50s, the ratio, and in how many rounds this checkout did better.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import shlex
 import statistics
@@ -26,16 +25,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, wait_for_quiet, write_report
+from common import markdown_table, wait_for_quiet, write_report
 from encoder import prepare
-from server_processes import ServerProcess, run_bench
+from server_processes import ServerProcess, error_text, run_bench
 
-from server import PACKAGES, K, _git_commit, prepare_index, write_inputs
+from server import K, prepare_index, run_record, write_inputs
 from server import parse_args as server_args
 
 BUILDS = ("baseline", "this checkout")
@@ -121,11 +121,8 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
                     entry: dict[str, dict[str, float]] = {}
                     for name in order:
                         out = folder / f"bench-{name.replace(' ', '-')}-{mode}-c{concurrency}.json"
-                        load = (args.duration, args.warmup, K)
-                        run = functools.partial(
-                            run_bench, servers[name].target, mode, concurrency, load, queries, out
-                        )
-                        bench = run()
+                        target, load = servers[name].target, (args.duration, args.warmup, K)
+                        bench = run_bench(target, mode, concurrency, load, queries, out)
                         if "error" in bench:
                             raise RuntimeError(f"{name} {mode} c={concurrency}: {bench['error']}")
                         entry[name] = summarize(bench)
@@ -190,30 +187,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import time
-
     args = parse_args(argv)
     started = time.perf_counter()
-    shown = sys.argv[1:] if argv is None else list(argv)
-    data: dict[str, Any] = {
-        "command": shlex.join(["python", "benchmarks/server_ab.py", *shown]),
-        "commit": _git_commit(),
-        "machine": machine_info(PACKAGES),
-        "settings": {
-            "model": args.model,
-            "device": args.device,
-            "concurrency": args.concurrency,
-            "modes": args.modes,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "rounds": args.ab_rounds,
-            "server_args": args.server_args,
-        },
+    settings = {
+        "model": args.model,
+        "device": args.device,
+        "concurrency": args.concurrency,
+        "modes": args.modes,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "rounds": args.ab_rounds,
+        "server_args": args.server_args,
     }
+    data = run_record("server_ab.py", argv, settings)
     try:
         measure(args, data)
     except Exception as exc:  # the report says what failed, and what was measured before
-        data["error"] = f"{type(exc).__name__}: {exc}"
+        data["error"] = error_text(exc)
         print(data["error"], flush=True)
     data["wall_s"] = round(time.perf_counter() - started, 1)
     stem = f"server-ab-{args.model}" + ("-cuda" if args.device == "cuda" else "")
