@@ -159,8 +159,8 @@ def _seed_vocab() -> Path:
 
 def prepare(model: str, cache: Path, rebuild: bool) -> tuple[Path, Path]:
     """(checkpoint dir, artifact dir), exporting fp32, fp16 and int8 when not cached."""
-    from bertdot.export.manifest import MANIFEST_NAME
     from bertdot.export.pipeline import ExportOptions, export_artifact
+    from bertdot.server.encoding.artifact import MANIFEST_NAME
 
     if model == "seed":
         checkpoint = cache / "seed-checkpoint"
@@ -205,7 +205,7 @@ class TorchEncoder:
         self.pooling, self.similarity, self.max_length = pooling, similarity, max_length
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        from bertdot.server.pooling import normalize, pool
+        from bertdot.server.encoding.pooling import normalize, pool
 
         with self._torch.inference_mode():
             inputs = self.tokenizer(
@@ -370,7 +370,7 @@ class OrtContender:
     """The server's own Encoder for one precision, with what the benchmark asks of it."""
 
     def __init__(self, artifact: Path, precision: str, threads: int) -> None:
-        from bertdot.server.encoder import Encoder
+        from bertdot.server.encoding.encoder import Encoder
 
         self.encoder = Encoder(
             artifact, device="cpu", precision=precision, intra_op_threads=threads
@@ -722,7 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(f"{args.model}: preparing artifacts under {args.cache}", flush=True)
     checkpoint, artifact = prepare(args.model, args.cache, args.rebuild)
-    from bertdot.export.manifest import load_manifest
+    from bertdot.server.encoding.artifact import load_manifest
 
     manifest = load_manifest(artifact)
     torch_encoder = TorchEncoder(

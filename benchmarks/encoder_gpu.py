@@ -4,9 +4,10 @@
     python benchmarks/encoder_gpu.py --device cpu    # the same steps on the CPU (a dry run)
 
 All contenders go from text to pooled float32 vectors on the host (tokenize, copy in, run,
-copy out, pool), which is what a query pays. Ours is `bertdot.server.encoder.Encoder` as the
-server runs it (the fp16 file, IO binding, the shapes warmed up first), twice: plain, and
-replaying captured CUDA graphs (the server's default on CUDA). PyTorch runs the
+copy out, pool), which is what a query pays. Ours is
+`bertdot.server.encoding.encoder.Encoder` as the server runs it (the fp16 file, IO binding,
+the shapes warmed up first), twice: plain, and replaying captured CUDA graphs (the server's
+default on CUDA). PyTorch runs the
 checkpoint with `.half()` under `inference_mode`. Writes `encoder-<model>-<device>.json/.md`.
 """
 
@@ -62,7 +63,7 @@ class TorchHalf:
         self.pooling, self.max_length = pooling, max_length
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        from bertdot.server.pooling import pool
+        from bertdot.server.encoding.pooling import pool
 
         inputs = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length,
@@ -221,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
 
-    from bertdot.export.manifest import load_manifest
-    from bertdot.server.encoder import Encoder
+    from bertdot.server.encoding.artifact import load_manifest
+    from bertdot.server.encoding.encoder import Encoder
 
     started = time.perf_counter()
     machine = machine_info(PACKAGES) | {"gpu": _gpu_name()}

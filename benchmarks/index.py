@@ -81,8 +81,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, markdown_table, summarize_ms, write_report
 
-from bertdot.server.check import TARGET_RECALL, TIE_TOLERANCE
-from bertdot.server.hnsw import HnswGraph
+from bertdot.server.index.graph import HnswGraph
+from bertdot.server.indexing.check import TARGET_RECALL, TIE_TOLERANCE
 
 DEFAULT_CACHE = Path.home() / ".cache" / "bertdot-bench"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -168,8 +168,8 @@ class RealVectors:
 
 def real_vectors(cache: Path, rebuild: bool) -> RealVectors:
     """Encode the built-in corpus and the held-out queries once; cached by model and corpus."""
-    from bertdot.export.manifest import load_manifest
-    from bertdot.server import builtin_corpus
+    from bertdot.server.encoding.artifact import load_manifest
+    from bertdot.server.indexing import builtin_corpus
 
     artifact = prepare_artifact(cache, rebuild)
     fingerprint = load_manifest(artifact).fingerprint
@@ -201,7 +201,7 @@ def real_vectors(cache: Path, rebuild: bool) -> RealVectors:
             int(saved["truncated"]),
             None,
         )
-    from bertdot.server.encoder import Encoder
+    from bertdot.server.encoding.encoder import Encoder
 
     encoder = Encoder(artifact, device="cpu")
     print(f"encoding {len(records)} passages and {len(texts)} queries ...", flush=True)
@@ -566,7 +566,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"{main['efs'][0].get('samples', 0)} single-query calls per ef.",
         "",
         f"hnswlib M={M}, ef_construction={EF_CONSTRUCTION}, space `ip`, through "
-        f"`bertdot.server.hnsw.HnswGraph` (one query per `search` call, as the server does).",
+        "`bertdot.server.index.graph.HnswGraph` (one query per `search` call, as the server "
+        "does).",
         "",
         "## Realistic vectors (synthesised from real MiniLM vectors; real-encoder queries)",
         "",

@@ -89,7 +89,7 @@ def _usable(kind: str, name: str, texts: list[str], duplicated: set[str]) -> boo
 
 def build_dataset(root: Path, queries: int, seed: int = SEED) -> dict[str, Any]:
     """Write a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv); returns its facts."""
-    from bertdot.server.builtin_corpus import passages
+    from bertdot.server.indexing.builtin_corpus import passages
 
     records = list(passages())
     groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
@@ -188,7 +188,7 @@ def bertdot(*args: str) -> tuple[str, float]:
 
 def build_index(artifact: Path, corpus: Path, out: Path, precision: str) -> str:
     """Build the index into `out` unless it is cached there; returns the build command."""
-    from bertdot.server.index_manifest import IndexLoadError, IndexManifest
+    from bertdot.server.index.manifest import IndexLoadError, IndexManifest
 
     def args(target: Path) -> list[str]:
         return [
@@ -294,13 +294,13 @@ def cosines(
 ) -> dict[str, Any]:
     """Cosine of each ORT precision's vectors against PyTorch fp32 (the eval reference's own
     encoder), on the query texts and on sampled passages (title + text, as indexed)."""
-    from bertdot.server.encoder import Encoder
-    from bertdot.server.eval_reference import ModelSpec, TorchEncoder
+    from bertdot.export.reference import ModelSpec, ReferenceEncoder
+    from bertdot.server.encoding.encoder import Encoder
 
     out: dict[str, Any] = {"queries": len(queries), "passages": len(passages)}
     encoders = {p: Encoder(artifact, device="cpu", precision=p) for p in ("fp32", "fp16", "int8")}
     m = encoders["fp32"].manifest
-    torch_encoder = TorchEncoder(
+    torch_encoder = ReferenceEncoder.load(
         ModelSpec(str(checkpoint), m.pooling, m.similarity, m.max_length), str(checkpoint), "cpu"
     )
     for kind, texts in (("queries", queries), ("passages", passages)):
@@ -497,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("model: all-MiniLM-L6-v2 (export cached)", flush=True)
     checkpoint, artifact = prepare("minilm", cache, rebuild=False)
-    from bertdot.export.manifest import load_manifest
-    from bertdot.server.index_manifest import IndexManifest
+    from bertdot.server.encoding.artifact import load_manifest
+    from bertdot.server.index.manifest import IndexManifest
 
     fingerprint = load_manifest(artifact).fingerprint
     data_dir = cache / f"quality-data-{args.queries}"
@@ -583,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     print("cosines against PyTorch fp32", flush=True)
-    from bertdot.server.builtin_corpus import passages
+    from bertdot.server.indexing.builtin_corpus import passages
 
     records = list(passages())
     sample = random.Random(SEED).sample(records, min(args.passages, len(records)))

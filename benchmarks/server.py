@@ -187,7 +187,7 @@ class Precomputed:
         return str(self._manifest.fingerprint)
 
     def encode(self, texts: Sequence[str]) -> Any:
-        from bertdot.server.encoder import Encoded
+        from bertdot.server.encoding.encoder import Encoded
 
         rows = self._vectors[self._next : self._next + len(texts)]
         self._next += len(texts)
@@ -220,7 +220,7 @@ def prepare_index(
     vectors (see `hybrid_vectors`): encoding 10,000 passages with the seed-shaped model would
     take minutes on two cores and would not change what the server does per query.
     """
-    from bertdot.export.manifest import load_manifest
+    from bertdot.server.encoding.artifact import load_manifest
 
     manifest = load_manifest(artifact)
     real = len(texts) if args.device == "cuda" else min(args.real_passages, len(texts))
@@ -241,12 +241,12 @@ def prepare_index(
         command += [str(corpus), "--out", str(partial), "--device", args.device, "--no-progress"]
         subprocess.run(command, check=True)
     else:
-        from bertdot.server.build import build_index
-        from bertdot.server.encoder import Encoder
+        from bertdot.server.encoding.encoder import Encoder
+        from bertdot.server.indexing.build import build_index
 
         method = (
             f"{real:,} passages encoded for real, {len(texts) - real:,} synthesised from them "
-            "(benchmarks/index.py's recipe), written with bertdot.server.build.build_index"
+            "(benchmarks/index.py's recipe), written with bertdot.server.indexing.build.build_index"
         )
         print(f"  building the index: {method}", flush=True)
         encoder = Encoder(artifact, device=args.device, precision=args.precision)
@@ -282,7 +282,7 @@ def index_files(path: Path, count: int) -> dict[str, Any]:
 
 def open_index(index_dir: Path, fingerprint: str) -> tuple[Any, int | None]:
     """The index, read-only, and how much opening it grew this process's resident memory."""
-    from bertdot.server.index import Index
+    from bertdot.server.index.index import Index
 
     before = status_kib("self", "VmRSS")
     index = Index.open(index_dir, expected_fingerprint=fingerprint, read_only=True)
@@ -364,7 +364,7 @@ class EagerPeer:
         self.description = f"transformers, PyTorch eager {precision} (no sentence-transformers)"
 
     def encode(self, query: str) -> np.ndarray:
-        from bertdot.server.pooling import normalize, pool
+        from bertdot.server.encoding.pooling import normalize, pool
 
         inputs = self.tokenizer(
             [query], truncation=True, max_length=self.manifest.max_length, return_tensors="pt"
@@ -636,7 +636,7 @@ def targets(runs: list[dict[str, Any]], baselines: dict[str, Any]) -> dict[str, 
 def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     """Everything after the artifact: fills `data` as it goes, so a failure in one part leaves
     an error string in its place and the rest of the report."""
-    from bertdot.export.manifest import load_manifest
+    from bertdot.server.encoding.artifact import load_manifest
 
     checkpoint, artifact = Path(data["model"]["checkpoint"]), Path(data["model"]["artifact"])
     manifest = load_manifest(artifact)
@@ -656,7 +656,7 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     passages = passage_vectors(opened)
     encoder = None
     try:
-        from bertdot.server.encoder import Encoder
+        from bertdot.server.encoding.encoder import Encoder
 
         # The floor runs the encoder as the server does, with or without CUDA graphs.
         graphs = "--no-cuda-graphs" not in shlex.split(args.server_args)
@@ -853,7 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
     print(f"{args.model}: preparing the artifact under {args.cache}", flush=True)
     checkpoint, artifact = prepare(args.model, args.cache, args.rebuild)
-    from bertdot.export.manifest import load_manifest
+    from bertdot.server.encoding.artifact import load_manifest
 
     manifest = load_manifest(artifact)
     data["model"] = {

@@ -103,7 +103,7 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     serve = ["--model", str(artifact), "--index", index["path"], "--device", args.device]
     serve += ["--precision", args.precision, "--read-only", *shlex.split(args.server_args)]
     baseline_env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of this checkout's install
-    program = [sys.executable, "-c", "from bertdot.client.cli import console; console()"]
+    program = [sys.executable, "-c", "from bertdot.cli.main import console; console()"]
     servers = {
         BUILDS[0]: ServerProcess(serve, folder / "baseline.log", [*program, "serve"], baseline_env),
         BUILDS[1]: ServerProcess(serve, folder / "checkout.log"),

@@ -26,7 +26,7 @@ def error_text(exc: BaseException) -> str:
 def bertdot_command() -> list[str]:
     """The `bertdot` command of this interpreter's environment."""
     beside = Path(sys.executable).with_name("bertdot")
-    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "bertdot.client.cli"]
+    return [str(beside)] if beside.is_file() else [sys.executable, "-m", "bertdot.cli.main"]
 
 
 def status_kib(pid: int | str, field: str) -> int | None:

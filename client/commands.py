@@ -109,7 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out.add_argument("--json", metavar="OUT", help="write the summary as JSON")
     out.add_argument("--plot", metavar="OUT.png", help="plot latency over time and distribution")
     out.add_argument("--quiet", action="store_true", help="no live progress line")
-    b.set_defaults(handler=run_bench, parser=b)
+    b.set_defaults(handler=run_bench, parser=b, extras=("client",))
 
 
 def _channel_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,18 +142,15 @@ def _read_queries(path: str) -> tuple[str, ...]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from bertdot.client.extras import require_extra
-
     if args.rate is not None and args.concurrency is not None:
         args.parser.error("--rate (open loop) and --concurrency (closed loop) exclude each other")
     if args.warmup < 0:
         args.parser.error("--warmup must not be negative")
-    require_extra("client", "hdrh")
     import asyncio
 
-    from bertdot.client import bench_report
-    from bertdot.client.bench import BenchConfig, run_bench_processes
-    from bertdot.client.bench import run_bench as bench
+    from bertdot.client.bench import report as bench_report
+    from bertdot.client.bench.runner import BenchConfig, run_bench_processes
+    from bertdot.client.bench.runner import run_bench as bench
 
     if args.plot:
         bench_report.require_matplotlib()

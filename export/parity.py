@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bertdot.export.manifest import Parity
+from bertdot.server.encoding.artifact import Parity
 
 # Varied lengths, casing, punctuation and non-ASCII; the last one is built longer than
 # any max length so truncation is part of every check.
@@ -26,31 +25,6 @@ PROBE_TEXTS = (
 def probe_texts(max_length: int) -> list[str]:
     long_text = " ".join(f"word{i % 50} and" for i in range(max_length + 16))
     return [*PROBE_TEXTS, long_text]
-
-
-def reference_vectors(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    pooling: str,
-    similarity: str,
-    max_length: int,
-) -> np.ndarray:
-    """PyTorch fp32 pooled vectors (unit length for cosine models, as the server serves
-    them): the ground truth every precision is held to."""
-    import torch
-
-    from bertdot.server.pooling import normalize, pool
-
-    rows = []
-    with torch.inference_mode():
-        for text in texts:  # one at a time: no padding can leak into the reference
-            inputs = tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
-            hidden = model(**inputs).last_hidden_state.float().numpy()
-            rows.append(pool(hidden, inputs["attention_mask"].numpy(), pooling)[0])
-    vectors = np.stack(rows).astype(np.float32)
-    return normalize(vectors) if similarity == "cosine" else vectors
 
 
 def measure(reference: np.ndarray, candidate: np.ndarray) -> Parity:
@@ -71,7 +45,7 @@ def check_precision(
 
     Returns the parity and the per-text truncation flags the encoder reported.
     """
-    from bertdot.server.encoder import Encoder
+    from bertdot.server.encoding.encoder import Encoder
 
     encoder = Encoder(artifact_dir, device="cpu", precision=precision)
     # Batches of mixed lengths: padding must not change any vector.

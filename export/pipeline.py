@@ -12,7 +12,10 @@ from typing import Any
 from bertdot.export import convert
 from bertdot.export.checkpoint import CheckpointInfo, inspect_checkpoint
 from bertdot.export.errors import ExportError, ParityError
-from bertdot.export.manifest import (
+from bertdot.export.parity import check_precision, probe_texts
+from bertdot.export.reference import ModelSpec, ReferenceEncoder
+from bertdot.export.tokenizer_file import load_reference_tokenizer, write_tokenizer_json
+from bertdot.server.encoding.artifact import (
     MANIFEST_NAME,
     PRECISIONS,
     TOKENIZER_NAME,
@@ -20,8 +23,6 @@ from bertdot.export.manifest import (
     Parity,
     fingerprint_files,
 )
-from bertdot.export.parity import check_precision, probe_texts, reference_vectors
-from bertdot.export.tokenizer_file import load_reference_tokenizer, write_tokenizer_json
 
 # Minimum cosine against PyTorch fp32 per precision; int8 is only held to a user's bound.
 THRESHOLDS = {"fp32": 0.99999, "fp16": 0.999}
@@ -153,9 +154,9 @@ def _export_into(
     # A provisional manifest lets the server's own Encoder load the artifact for the check.
     (root / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     texts = probe_texts(max_length)
-    reference = reference_vectors(
-        model, tokenizer, texts, pooling=pooling, similarity=similarity, max_length=max_length
-    )
+    spec = ModelSpec(info.source, pooling, similarity, max_length)
+    # One text at a time: no padding can leak into the reference.
+    reference = ReferenceEncoder(model, tokenizer, spec).encode(texts, batch_size=1)
     parity: dict[str, Parity] = {}
     for precision in options.precisions:
         measured, truncated = check_precision(root, precision, texts, reference)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.models import save_tiny_bert, save_tiny_distilbert
+from tests.support.models import save_tiny_bert, save_tiny_distilbert
 
 
 @pytest.fixture(scope="session")

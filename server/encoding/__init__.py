@@ -1,0 +1,1 @@
+"""bertdot.server.encoding"""

@@ -1,0 +1,227 @@
+"""`bertdot index build`: corpus → encoded passages in the store → HNSW graph → manifest.
+
+Resume: each encoded batch is committed to the passage store together with the number of
+corpus records it completes, in one SQLite transaction. A killed build therefore leaves a
+consistent checkpoint; `resume=True` skips that many records (checking the last one is the
+passage the store holds last) and encodes only the rest. The graph is built from the store
+once every passage is encoded, so an interruption while building it costs no re-encoding.
+The manifest is written last: a folder without one is an unfinished build.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bertdot.server.index.corpus import CorpusError, Record, measure, read_corpus
+from bertdot.server.index.graph import HnswGraph, space_for
+from bertdot.server.index.index import (
+    DEFAULT_EF,
+    GRAPH_NAME,
+    MANIFEST_NAME,
+    STORE_NAME,
+    IndexManifest,
+)
+from bertdot.server.index.store import DuplicateIdError, PassageStore
+from bertdot.server.indexing.protocols import TextEncoder
+
+Say = Callable[[str], None]
+_GIB = 1 << 30
+
+
+class BuildError(ValueError):
+    """A build cannot start or continue (resume mismatch, encoder output unusable)."""
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    passages: int
+    vectors_bytes: int
+    graph_bytes: int
+    disk_bytes: int
+
+    @classmethod
+    def of(cls, passages: int, dim: int, M: int, corpus_bytes: int) -> MemoryEstimate:
+        vectors = passages * dim * 4
+        # Level-0 links (2M ids of 4 B + a count), the label, a per-element lock and the
+        # label → id hash map: ~100 B besides the links. Upper levels add ~1/M more.
+        graph = int(passages * (2 * M * 4 + 4 + 100) * (1 + 1 / M))
+        # The store keeps text and vector; the saved graph holds vectors and links again.
+        return cls(passages, vectors, graph, corpus_bytes + 2 * vectors + graph)
+
+    def describe(self) -> str:
+        ram = self.vectors_bytes + self.graph_bytes
+        return (
+            f"about {self.passages:,} passages: the index needs ~{_size(ram)} of RAM "
+            f"(vectors {_size(self.vectors_bytes)} + graph {_size(self.graph_bytes)}) "
+            f"to build and to serve, and ~{_size(self.disk_bytes)} of disk"
+        )
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / _GIB:.1f} GiB" if nbytes >= _GIB else f"{nbytes / (1 << 20):.1f} MiB"
+
+
+def build_index(
+    encoder: TextEncoder,
+    corpus_path: str | Path,
+    out_dir: str | Path,
+    *,
+    M: int = 16,
+    ef_construction: int = 200,
+    batch_size: int = 64,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int = 0,
+    ef_search: int = DEFAULT_EF,
+    say: Say = _stderr,
+) -> IndexManifest:
+    corpus, out = Path(corpus_path), Path(out_dir)
+    if not corpus.is_file():
+        raise FileNotFoundError(f"corpus {corpus} not found")
+    if (out / MANIFEST_NAME).is_file() and resume:
+        say(f"{out} is already a complete index; nothing to resume")
+        return IndexManifest.read(out)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise FileExistsError(
+            f"{out} is not empty; pass --resume to finish an interrupted build there, "
+            "or choose a new directory"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    store = PassageStore(out / STORE_NAME, durable=False)
+    try:
+        _claim(store, encoder, corpus)
+        size = measure(corpus)
+        say(MemoryEstimate.of(size.lines, encoder.dim, M, size.bytes).describe())
+        truncated = _encode(store, encoder, corpus, size.lines, batch_size, progress, say)
+        count = store.count()
+        if count == 0:
+            raise BuildError(f"corpus {corpus} holds no passages")
+        graph = HnswGraph.create(
+            space_for(encoder.similarity), encoder.dim, count, M=M, ef_construction=ef_construction
+        )
+        graph.set_num_threads(threads)
+        with tqdm(total=count, unit="passage", desc="graph", disable=not progress) as bar:
+            for chunk in store.iter_vectors(chunk=10_000):
+                graph.add(chunk.vectors, chunk.labels)
+                bar.update(len(chunk.labels))
+        sha256 = graph.save(out / GRAPH_NAME)
+        store.checkpoint()
+        manifest = IndexManifest(
+            fingerprint=encoder.fingerprint,
+            similarity=encoder.similarity,
+            space=graph.space,
+            dim=encoder.dim,
+            count=count,
+            M=M,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            graph_file=GRAPH_NAME,
+            graph_sha256=sha256,
+            graph_seq=store.max_seq(),
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            corpus=str(corpus.resolve()),
+            extra={"truncated": truncated},
+        )
+        manifest.write(out)
+    finally:
+        store.close()
+    say(f"index {out}: {count:,} passages, {truncated:,} truncated at the model's max length")
+    return manifest
+
+
+def _claim(store: PassageStore, encoder: TextEncoder, corpus: Path) -> None:
+    """Record what this build is made of, or check a resumed build is the same one."""
+    identity = {
+        "build.fingerprint": encoder.fingerprint,
+        "build.similarity": encoder.similarity,
+        "build.dim": str(encoder.dim),
+        "build.corpus_bytes": str(corpus.stat().st_size),
+    }
+    for key, value in identity.items():
+        found = store.get_meta(key)
+        if found is not None and found != value:
+            raise BuildError(
+                f"cannot resume in {store.path.parent}: it was started with "
+                f"{key.removeprefix('build.')}={found}, this build has {value}"
+            )
+    store.set_meta(identity)
+
+
+def _encode(
+    store: PassageStore,
+    encoder: TextEncoder,
+    corpus: Path,
+    lines: int,
+    batch_size: int,
+    progress: bool,
+    say: Say,
+) -> int:
+    """Encode the records not yet stored; returns how many passages were truncated."""
+    done = int(store.get_meta("build.records") or 0)
+    truncated = int(store.get_meta("build.truncated") or 0)
+    records = read_corpus(corpus)
+    if done:
+        _skip_done(records, done, store, corpus)
+        say(f"resuming after {done:,} passages already encoded")
+    started, encoded = time.perf_counter(), 0
+    with tqdm(
+        total=lines, initial=done, unit="passage", desc="encode", disable=not progress
+    ) as bar:
+        for batch in _batches(records, batch_size):
+            passages = [r.passage for r in batch]
+            out = encoder.encode([p.encoder_input() for p in passages])
+            vectors = out.vectors
+            if vectors.shape != (len(batch), encoder.dim) or not _finite(vectors):
+                raise BuildError(
+                    f"{corpus}:{batch[0].line}-{batch[-1].line}: the encoder returned shape "
+                    f"{vectors.shape} or non-finite values (expected ({len(batch)}, {encoder.dim}))"
+                )
+            done += len(batch)
+            truncated += int(out.truncated.sum())
+            meta = {"build.records": str(done), "build.truncated": str(truncated)}
+            try:
+                store.add(passages, vectors, lines=[r.line for r in batch], meta=meta)
+            except DuplicateIdError as exc:
+                again = [r.line for r in batch if r.passage.id == exc.id]
+                line = next(n for n in again if n != exc.first_line)
+                raise CorpusError(corpus, line, str(exc)) from exc
+            encoded += len(batch)
+            bar.update(len(batch))
+    seconds = time.perf_counter() - started
+    if encoded:
+        say(f"encoded {encoded:,} passages in {seconds:.1f} s ({encoded / seconds:,.0f}/s)")
+    return truncated
+
+
+def _skip_done(records: Iterator[Record], done: int, store: PassageStore, corpus: Path) -> None:
+    """Advance past the records an interrupted build stored, checking the corpus is unchanged."""
+    last = next(itertools.islice(records, done - 1, done), None)
+    stored = store.last_added()
+    if last is None or stored is None or stored[0] != last.passage.id:
+        raise BuildError(
+            f"cannot resume: {corpus} changed since the interrupted build (record {done} is "
+            f"{last.passage.id if last else None!r}, the store last holds "
+            f"{stored[0] if stored else None!r})"
+        )
+
+
+def _batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    while batch := list(itertools.islice(records, size)):
+        yield batch
+
+
+def _finite(vectors: np.ndarray) -> bool:
+    return bool(np.isfinite(vectors).all())
