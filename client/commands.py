@@ -197,4 +197,8 @@ def run_bench(args: argparse.Namespace) -> int:
         bench_report.write_json(report, args.json)
     if args.plot:
         bench_report.plot(result, args.plot)
-    return 0 if report["ok"] else 1
+    if not report["ok"]:
+        errors = ", ".join(f"{code} {n:,}" for code, n in report["errors"].items()) or "none"
+        print(f"bertdot bench: error: no request succeeded ({errors})", file=sys.stderr)
+        return 1
+    return 0

@@ -7,6 +7,17 @@ import sys
 from pathlib import Path
 
 
+def _opset(text: str) -> int:
+    """The opsets the exporter and ONNX Runtime's transformer tools both handle."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 14 <= value <= 21:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (14..21)")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -36,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="refuse int8 (and any precision) whose min cosine vs PyTorch is below this",
     )
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    parser.add_argument(
+        "--opset", type=_opset, default=18, help="ONNX opset, 14 to 21 (default 18)"
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing artifact")
     parser.set_defaults(handler=run, extras=("export",))
 

@@ -25,14 +25,17 @@ def export_fp32(model: Any, out_path: Path, opset: int = DEFAULT_OPSET) -> list[
     from optimum.exporters.onnx import onnx_export_from_model
 
     with tempfile.TemporaryDirectory() as scratch:
-        onnx_export_from_model(
-            model,
-            scratch,
-            opset=opset,
-            task="feature-extraction",
-            library_name="transformers",
-            do_validation=False,  # our own parity check runs on every precision below
-        )
+        try:
+            onnx_export_from_model(
+                model,
+                scratch,
+                opset=opset,
+                task="feature-extraction",
+                library_name="transformers",
+                do_validation=False,  # our own parity check runs on every precision below
+            )
+        except (RuntimeError, ValueError) as exc:  # e.g. an opset the exporter cannot write
+            raise ExportError(f"the ONNX exporter failed at opset {opset}: {exc}") from exc
         exported = Path(scratch) / "model.onnx"
         if not exported.is_file():
             raise ExportError("optimum produced no model.onnx")

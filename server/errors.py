@@ -24,6 +24,10 @@ class Overloaded(ServingError):
     """The bounded queue is full: refused at once rather than queued without limit."""
 
 
+class TooLarge(ServingError):
+    """A request message is larger than the server accepts (`--max-message-bytes`)."""
+
+
 class NotReady(ServingError):
     """The model is not warmed up or the server is draining."""
 

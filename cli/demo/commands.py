@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
+
+
+def _bounded(low: int, high: int | None = None) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range")
+        return value
+
+    return parse
+
+
+_positive = _bounded(1)
+_port = _bounded(0, 65535)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="hub id or local checkpoint (default: BERT_Dot, else MiniLM)")
     p.add_argument("--workdir", type=Path, help="where artifacts and indexes go "
                    "(default: ~/.cache/bertdot/demo)")  # fmt: skip
-    p.add_argument("--passages", type=int, help="index only the first N passages (default: all)")
+    p.add_argument(
+        "--passages", type=_positive, help="index only the first N passages (default: all)"
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=50051)
-    p.add_argument("--metrics-port", type=int, help="Prometheus metrics port (default: none)")
+    p.add_argument("--port", type=_port, default=50051)
+    p.add_argument("--metrics-port", type=_port, help="Prometheus metrics port (default: none)")
     p.add_argument("--no-serve", action="store_true", help="stop after building")
     p.set_defaults(handler=run, extras=("server", "export"))
 
@@ -35,12 +56,22 @@ def run(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(f"      {line}", flush=True)
 
-    choice = choose_model(args.model)
-    print(f"model: {choice.reference} — {choice.reason}", flush=True)
-    print("[1/3] export the model to ONNX", flush=True)
-    artifact = ensure_artifact(choice, workdir, say)
-    print("[2/3] index the built-in corpus", flush=True)
-    index = ensure_index(artifact, workdir, args.passages, say)
+    from bertdot.export.errors import ExportError
+    from bertdot.server.encoding.artifact import ArtifactError
+    from bertdot.server.index.index import IndexLoadError
+    from bertdot.server.indexing.build import BuildError
+
+    try:
+        choice = choose_model(args.model)
+        print(f"model: {choice.reference} — {choice.reason}", flush=True)
+        print("[1/3] export the model to ONNX", flush=True)
+        artifact = ensure_artifact(choice, workdir, say)
+        print("[2/3] index the built-in corpus", flush=True)
+        index = ensure_index(artifact, workdir, args.passages, say)
+    # OSError: an unwritable or wrongly typed --workdir; RuntimeError: ONNX Runtime.
+    except (ExportError, ArtifactError, BuildError, IndexLoadError, OSError, RuntimeError) as exc:
+        print(f"bertdot demo: error: {exc}", file=sys.stderr)
+        return 2
     if args.no_serve:
         print(f"built: artifact {artifact}, index {index}")
         print(f"serve it with: bertdot serve --model {artifact} --index {index}")
@@ -56,4 +87,8 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         metrics_port=args.metrics_port,
     )
-    return asyncio.run(serve_forever(config))
+    try:
+        return asyncio.run(serve_forever(config))
+    except (OSError, ValueError, IndexLoadError) as exc:  # e.g. the port is taken
+        print(f"bertdot demo: error: {exc}", file=sys.stderr)
+        return 2

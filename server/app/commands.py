@@ -16,6 +16,37 @@ def _env_default(name: str, default: Any = None) -> Any:
     return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"), default)
 
 
+def _int_in(low: int, high: int | None = None) -> Any:
+    """An argparse type: an integer within low..high (flags and BERTDOT_* variables alike)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f"{low}..{high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({bound})")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
+    return value
+
+
+PORT = _int_in(0, 65535)
+POSITIVE = _int_in(1)
+NON_NEGATIVE = _int_in(0)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "serve",
@@ -42,20 +73,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add("--index", "index directory (from bertdot index build); omit to serve encode/rerank only")
     add("--host", "address to listen on", "127.0.0.1")
-    add("--port", "gRPC port (0 picks a free one)", 50051, type=int)
+    add("--port", "gRPC port (0 picks a free one)", 50051, type=PORT)
     add(
         "--metrics-port",
         "Prometheus metrics HTTP port (unset: no metrics endpoint; with --workers, worker i "
         "uses PORT+i)",
-        type=int,
+        type=PORT,
     )
     add("--device", "auto, cpu or cuda", "auto", choices=("auto", "cpu", "cuda"))
-    add("--precision", "fp32, fp16 or int8 (default: fp16 on CUDA, fp32 on CPU)")
+    add(
+        "--precision",
+        "fp32, fp16 or int8 (default: fp16 on CUDA, fp32 on CPU)",
+        choices=("fp32", "fp16", "int8"),
+    )
     add(
         "--threads",
         "ONNX Runtime intra-op threads (0 = all cores; with --workers N, cores / N each)",
         0,
-        type=int,
+        type=NON_NEGATIVE,
     )
     p.add_argument(
         "--no-cuda-graphs",
@@ -65,17 +100,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "batches of up to --max-batch-size texts and 128 tokens "
         f"[env {ENV_PREFIX}NO_CUDA_GRAPHS=1]",
     )
-    add("--max-batch-size", "most queries per encoder call", 32, type=int)
-    add("--max-batch-tokens", "most padded tokens per encoder call", 8192, type=int)
+    add("--max-batch-size", "most queries per encoder call", 32, type=POSITIVE)
+    add("--max-batch-tokens", "most padded tokens per encoder call", 8192, type=POSITIVE)
+    add(
+        "--bulk-slice-tokens",
+        "most padded tokens per slice of bulk work (Encode of several texts, Rerank's "
+        "candidates, Upsert): waiting queries go between two slices",
+        2048,
+        type=POSITIVE,
+    )
     add(
         "--max-wait-us",
         "longest a query waits for a batch to fill, in µs (0: run as soon as the encoder is "
         "free; batches still form from the queries that arrive while it is busy)",
         0,
-        type=int,
+        type=NON_NEGATIVE,
     )
     add(
-        "--max-queue", "queries waiting beyond this are refused (RESOURCE_EXHAUSTED)", 512, type=int
+        "--max-queue",
+        "queries waiting beyond this are refused (RESOURCE_EXHAUSTED)",
+        512,
+        type=POSITIVE,
     )
     add("--tls-cert", "PEM certificate chain (enables TLS)")
     add("--tls-key", "PEM private key")
@@ -87,10 +132,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "graph; the kernel spreads connections across them, so clients need several "
         "connections to use them all)",
         1,
-        type=int,
+        type=POSITIVE,
     )
-    add("--grace", "seconds to finish in-flight requests on SIGTERM", 10.0, type=float)
-    add("--max-message-bytes", "largest request or response message", 16 * 1024 * 1024, type=int)
+    add("--grace", "seconds to finish in-flight requests on SIGTERM", 10.0, type=_seconds)
+    add(
+        "--max-message-bytes",
+        "largest request or response message",
+        16 * 1024 * 1024,
+        type=_int_in(1024, 2**31 - 1),
+    )
     writes = p.add_argument_group("writes (Upsert, Delete)")
     writes.add_argument(
         "--read-only",
@@ -139,6 +189,10 @@ def config_from(args: argparse.Namespace) -> Any:
         if not (args.tls_cert and args.tls_key):
             raise SystemExit("bertdot serve: --tls-cert and --tls-key go together")
         client_ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+        for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key),
+                           ("--tls-client-ca", client_ca)):  # fmt: skip
+            if path is not None and not Path(path).is_file():
+                raise SystemExit(f"bertdot serve: error: {flag} {path}: no such file")
         tls = TLSConfig(Path(args.tls_cert), Path(args.tls_key), client_ca)
     return ServerConfig(
         model=Path(args.model),
@@ -155,6 +209,7 @@ def config_from(args: argparse.Namespace) -> Any:
             max_batch_tokens=int(args.max_batch_tokens),
             max_wait_us=int(args.max_wait_us),
             max_queue=int(args.max_queue),
+            bulk_slice_tokens=int(args.bulk_slice_tokens),
         ),
         tls=tls,
         token=args.token,

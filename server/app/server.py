@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from bertdot.server.app.config import ServerConfig
 from bertdot.server.encoding.encoder import Encoder
@@ -24,8 +23,9 @@ from bertdot.server.engine.threads import Workers
 from bertdot.server.index.index import STORE_NAME, Index
 from bertdot.server.rpc.interceptors import ServingInterceptor
 from bertdot.server.rpc.metrics import ServerMetrics
+from bertdot.server.rpc.reflection import enable_reflection
 from bertdot.server.rpc.servicer import RetrievalService
-from bertdot.server.rpc.wire_guard import DecodeGuard
+from bertdot.server.rpc.wire_guard import WIRE_LIMIT_FACTOR, DecodeGuard
 from bertdot.server.rpc.write_forwarding import WriteForwarder
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
@@ -148,18 +148,18 @@ class BertdotServer:
     async def start(self, wait_ready: bool = True) -> int:
         limit = self.config.max_message_bytes
         self._server = grpc.aio.server(
-            interceptors=[ServingInterceptor(self.metrics, self.config.token), DecodeGuard()],
+            interceptors=[ServingInterceptor(self.metrics, self.config.token), DecodeGuard(limit)],
             options=[
-                ("grpc.max_receive_message_length", limit),
+                # Our own check (DecodeGuard) answers and counts oversized requests; gRPC's
+                # refuses, uncounted, only far beyond it.
+                ("grpc.max_receive_message_length", min(limit * WIRE_LIMIT_FACTOR, 2**31 - 1)),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", int(self.config.reuse_port)),
             ],
         )
         pb_grpc.add_RetrievalServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        enable_reflection(self._server, (SERVICE_NAME, health.SERVICE_NAME))
         for service in ("", SERVICE_NAME):
             await self.health.set(service, NOT_SERVING)
         address = f"{self.config.host}:{self.config.port}"
@@ -196,6 +196,7 @@ class BertdotServer:
             max_batch_tokens=batching.max_batch_tokens,
             max_wait_us=batching.max_wait_us,
             max_queue=batching.max_queue,
+            bulk_slice_tokens=batching.bulk_slice_tokens,
             on_batch=self.metrics.batch_size.observe,
         )
         self.batcher.start()

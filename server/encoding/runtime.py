@@ -62,6 +62,19 @@ def _precision_file(root: Path, manifest: ArtifactManifest, precision: str) -> P
     return root / manifest.files[precision]
 
 
+def _load(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    """A session over `path`; a file ONNX Runtime cannot read is the artifact's fault."""
+    if not path.is_file():
+        raise ArtifactError(f"the model file {path} is missing")
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ONNX Runtime's own types (InvalidProtobuf, Fail, …)
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ArtifactError(
+            f"ONNX Runtime cannot load {path} (damaged or incomplete? re-export it): {reason}"
+        ) from exc
+
+
 def open_session(
     root: Path,
     manifest: ArtifactManifest,
@@ -80,7 +93,7 @@ def open_session(
     if want_cuda:
         chosen = precision or ("fp16" if "fp16" in manifest.files else "fp32")
         path = _precision_file(root, manifest, chosen)
-        session = ort.InferenceSession(str(path), options, providers=[CUDA, CPU])
+        session = _load(path, options, [CUDA, CPU])
         if session.get_providers()[0] == CUDA:
             return SessionChoice(session, CUDA, chosen, "a GPU is usable", path, options)
         if device == "cuda":
@@ -88,7 +101,7 @@ def open_session(
         log.warning("CUDA provider failed to initialise; falling back to the CPU")
     chosen = precision or "fp32"
     path = _precision_file(root, manifest, chosen)
-    session = ort.InferenceSession(str(path), options, providers=[CPU])
+    session = _load(path, options, [CPU])
     reason = "device 'cpu' was asked for" if device == "cpu" else "no usable GPU"
     return SessionChoice(session, CPU, chosen, reason, path, options)
 

@@ -74,3 +74,24 @@ class TextTokenizer:
             input_ids[row, : item.length] = item.ids
             attention_mask[row, : item.length] = 1
         return Batch(input_ids, attention_mask)
+
+
+def split_by_tokens(
+    items: list[TokenizedText], max_tokens: int, max_rows: int | None = None
+) -> list[list[int]]:
+    """Row groups, in length order, whose padded size (rows × longest) fits `max_tokens`
+    (and at most `max_rows` rows). A single text longer than the budget still gets a group
+    of its own."""
+    order = sorted(range(len(items)), key=lambda i: items[i].length)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = items[index].length  # ascending order: the newest member is the longest
+        full = max_rows is not None and len(current) >= max_rows
+        if current and (full or (len(current) + 1) * longest > max_tokens):
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups

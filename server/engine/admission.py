@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bertdot.server.engine.query_batcher import QueryBatcher
+from bertdot.server.engine.query_batcher import QueryBatcher, queue_full
 from bertdot.server.errors import Overloaded
 
 
@@ -24,7 +24,7 @@ class BulkAdmission:
     def admit(self) -> Iterator[None]:
         """Hold a place for the duration of one bulk request; refuse when none is free."""
         if self.in_flight + self._batcher.depth >= self._batcher.max_queue:
-            raise Overloaded(f"queue full ({self._batcher.max_queue} requests waiting)")
+            raise Overloaded(queue_full(self._batcher.max_queue))
         self.in_flight += 1
         try:
             yield

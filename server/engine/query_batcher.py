@@ -1,4 +1,6 @@
-"""Dynamic micro-batching of single-text encodes: many concurrent queries, one ORT call.
+"""The encoder thread's scheduler: micro-batched queries first, bulk work in slices between.
+
+Dynamic micro-batching of single-text encodes: many concurrent queries, one ORT call.
 
 One future per request. A batch is flushed when it reaches `max_batch_size`, or when its
 oldest request has waited `max_wait_us` (0 by default: the queries that queued while the
@@ -13,6 +15,16 @@ follow-up at once, instead of handing the vector back to the event loop and on t
 thread. At concurrency 1 that saves two thread hand-offs per query; under load batches form
 and the follow-up is left to its caller. A follow-up answers None when it cannot run now
 (the index thread is busy); its caller then does the work the usual way.
+
+Bulk work (`encode_bulk`: several texts of one request) runs in bounded slices
+(`bulk.BulkJob`), one per turn of the encoder thread. When queries and bulk work both wait,
+turns alternate: a query never waits behind more than one slice, and bulk work keeps at
+least every other turn however many queries arrive, so it always finishes. Bulk jobs take
+their turns round-robin among themselves.
+
+The queue's depth counts live requests only: a query whose caller cancelled, or whose
+deadline passed (a timer fails it at that moment), leaves the count at once, so dead
+queries never hold the places live ones are refused for.
 """
 
 from __future__ import annotations
@@ -21,7 +33,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from bertdot.server.encoding.encoder import Encoder
-from bertdot.server.encoding.tokenization import TokenizedText
+from bertdot.server.encoding.tokenization import TokenizedText, split_by_tokens
+from bertdot.server.engine.bulk import BulkJob, BulkResult
 from bertdot.server.engine.offload import microseconds, run_on
 from bertdot.server.engine.request_queue import RequestQueue
 from bertdot.server.errors import DeadlineExpired, Overloaded
@@ -60,6 +74,8 @@ class _Waiting:
     deadline: float | None  # loop.time() by which the caller gives up
     enqueued: float  # time.perf_counter()
     follow_up: FollowUp | None = None
+    counted: bool = True  # still counted in the queue's depth
+    timer: asyncio.TimerHandle | None = None  # fails the request when its deadline passes
 
 
 @dataclass
@@ -75,25 +91,6 @@ class _BatchResult:
     follow_error: BaseException | None = None
 
 
-def split_by_tokens(items: list[TokenizedText], max_tokens: int) -> list[list[int]]:
-    """Row groups, in length order, whose padded size (rows × longest) fits `max_tokens`.
-
-    A single text longer than the budget still gets a group of its own.
-    """
-    order = sorted(range(len(items)), key=lambda i: items[i].length)
-    groups: list[list[int]] = []
-    current: list[int] = []
-    for index in order:
-        longest = items[index].length  # ascending order: the newest member is the longest
-        if current and (len(current) + 1) * longest > max_tokens:
-            groups.append(current)
-            current = []
-        current.append(index)
-    if current:
-        groups.append(current)
-    return groups
-
-
 class QueryBatcher(RequestQueue[_Waiting]):
     def __init__(
         self,
@@ -104,6 +101,7 @@ class QueryBatcher(RequestQueue[_Waiting]):
         max_batch_tokens: int = 8192,
         max_wait_us: int = 0,
         max_queue: int = 1024,
+        bulk_slice_tokens: int = 4096,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._encoder = encoder
@@ -112,13 +110,18 @@ class QueryBatcher(RequestQueue[_Waiting]):
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_us / 1e6
         self.max_queue = max_queue
+        self.bulk_slice_tokens = bulk_slice_tokens
         self._on_batch = on_batch
         super().__init__("batcher")
+        self._live = 0  # queries waiting whose callers still want them
+        self._bulk: deque[BulkJob] = deque()
+        self._last_turn_bulk = False
         self.texts_encoded = 0  # counts compute actually spent, for tests and metrics
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Live queries waiting for the encoder (cancelled and expired ones never count)."""
+        return self._live
 
     async def encode(
         self, text: str, deadline: float | None = None, follow_up: FollowUp | None = None
@@ -126,25 +129,62 @@ class QueryBatcher(RequestQueue[_Waiting]):
         loop = asyncio.get_running_loop()
         if deadline is not None and loop.time() >= deadline:
             raise DeadlineExpired("deadline passed before the query was queued")
-        if len(self._queue) >= self.max_queue:
-            raise Overloaded(f"queue full ({self.max_queue} queries waiting); retry later")
+        if self._live >= self.max_queue:
+            raise Overloaded(queue_full(self.max_queue))
         future: asyncio.Future[EncodedText] = loop.create_future()
-        self._push(_Waiting(text, future, deadline, time.perf_counter(), follow_up))
+        waiting = _Waiting(text, future, deadline, time.perf_counter(), follow_up)
+        self._live += 1
+        future.add_done_callback(lambda _: self._uncount(waiting))
+        if deadline is not None:
+            waiting.timer = loop.call_at(deadline, _expire, future)
+        self._push(waiting)
         return await future
+
+    async def encode_bulk(self, texts: Sequence[str], deadline: float | None = None) -> BulkResult:
+        """Encode many texts in slices, between the queries' batches. The caller admits the
+        request (`BulkAdmission`); here it only waits for its turns."""
+        loop = asyncio.get_running_loop()
+        if deadline is not None and loop.time() >= deadline:
+            raise DeadlineExpired("deadline passed before the request was queued")
+        future: asyncio.Future[BulkResult] = loop.create_future()
+        self._bulk.append(BulkJob(list(texts), future, deadline))
+        self._wakeup.set()
+        self.start()
+        return await future
+
+    def _uncount(self, waiting: _Waiting) -> None:
+        if waiting.counted:
+            waiting.counted = False
+            self._live -= 1
+        if waiting.timer is not None:
+            waiting.timer.cancel()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._until_queued()
-            wait = self._queue[0].enqueued + self.max_wait_s - time.perf_counter()
-            if len(self._queue) < self.max_batch_size and wait > 0:
+            while not self._queue and not self._bulk:
                 self._wakeup.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait)
-                continue
-            batch = self._take(loop.time())
-            if batch:
-                await self._run(batch)
+                await self._wakeup.wait()
+            self._drop_dead_queries()
+            if self._queue and (not self._bulk or self._last_turn_bulk):
+                wait = self._queue[0].enqueued + self.max_wait_s - time.perf_counter()
+                if len(self._queue) < self.max_batch_size and wait > 0 and not self._bulk:
+                    self._wakeup.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), wait)
+                    continue
+                self._last_turn_bulk = False
+                batch = self._take(loop.time())
+                if batch:
+                    await self._run(batch)
+            elif self._bulk:
+                self._last_turn_bulk = True
+                await self._bulk_turn(loop.time())
+
+    def _drop_dead_queries(self) -> None:
+        """Cancelled and expired queries at the head of the queue cost no turn."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
 
     def _take(self, now: float) -> list[_Waiting]:
         batch: list[_Waiting] = []
@@ -155,8 +195,38 @@ class QueryBatcher(RequestQueue[_Waiting]):
             if waiting.deadline is not None and now >= waiting.deadline:
                 waiting.future.set_exception(DeadlineExpired("deadline passed while queued"))
                 continue
+            self._uncount(waiting)  # taken: no longer waiting
             batch.append(waiting)
         return batch
+
+    async def _bulk_turn(self, now: float) -> None:
+        """One slice of the job at the head of the bulk queue; it then goes to the back."""
+        job = self._bulk.popleft()
+        if job.future.done():  # the caller gave up: the rest costs nothing
+            return
+        if job.deadline is not None and now >= job.deadline:
+            job.future.set_exception(DeadlineExpired("deadline passed while encoding"))
+            return
+        try:
+            await run_on(self._executor, job.turn, self._encoder, self.bulk_slice_tokens)
+            if job.done:
+                self.texts_encoded += len(job.texts)
+                if not job.future.done():
+                    job.future.set_result(job.result())
+                return
+        except Exception as exc:
+            log.exception("bulk encode of %d texts failed", len(job.texts))
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        self._bulk.append(job)
+
+    async def stop(self) -> None:
+        await super().stop()
+        for job in self._bulk:
+            if not job.future.done():
+                job.future.set_exception(Overloaded("server is shutting down"))
+        self._bulk.clear()
 
     async def _run(self, batch: list[_Waiting]) -> None:
         try:
@@ -226,3 +296,13 @@ class QueryBatcher(RequestQueue[_Waiting]):
                 result.follow_error = exc
             result.follow_s = time.perf_counter() - t2
         return result
+
+
+def queue_full(limit: int) -> str:
+    """The one wording of a queue-full refusal, for queries and bulk requests alike."""
+    return f"queue full ({limit} requests waiting); retry later"
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(DeadlineExpired("deadline passed while queued"))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertdot.server.encoding.encoder import Encoded, Encoder
+from bertdot.server.encoding.encoder import Encoder
 from bertdot.server.engine.admission import BulkAdmission
 from bertdot.server.engine.answers import (
     Candidate,
@@ -30,11 +30,19 @@ from bertdot.server.engine.answers import (
     SearchAnswer,
     Timings,
 )
+from bertdot.server.engine.bulk import BulkResult
 from bertdot.server.engine.offload import microseconds, run_on
 from bertdot.server.engine.query_batcher import EncodedText, QueryBatcher
 from bertdot.server.engine.search_batcher import SearchBatcher
 from bertdot.server.engine.threads import Workers
-from bertdot.server.engine.validation import Limits, check_count, check_ef, check_k, check_text
+from bertdot.server.engine.validation import (
+    Limits,
+    check_count,
+    check_ef,
+    check_id,
+    check_k,
+    check_text,
+)
 from bertdot.server.engine.writes import Writes
 from bertdot.server.errors import FailedPrecondition, NotFound, quoted
 
@@ -62,7 +70,7 @@ class Retriever:
         # Started on first use (it needs the running event loop); never used without an index.
         self.searches = SearchBatcher(index, workers.search)
         self.bulk = BulkAdmission(batcher)
-        self.writes = Writes(encoder, index, workers, self.limits, self.bulk, read_only)
+        self.writes = Writes(batcher, index, workers, self.limits, self.bulk, read_only)
 
     def _require_index(self) -> Index:
         if self.index is None:
@@ -138,23 +146,24 @@ class Retriever:
                 one.batch_size,
             )
             return EncodeAnswer(one.vector[None, :], [one.token_count], [one.truncated], timings)
-        encoded, encode_s = await self._encode_bulk(list(texts))
+        done = await self._encode_bulk(list(texts), deadline)
+        encoded = done.encoded
         return EncodeAnswer(
             encoded.vectors,
             encoded.token_counts.tolist(),
             encoded.truncated.tolist(),
             Timings(
-                encode_us=microseconds(encode_s),
+                queue_us=microseconds(done.queue_s),
+                encode_us=microseconds(done.encode_s),
                 total_us=microseconds(time.perf_counter() - started),
                 batch_size=len(texts),
             ),
         )
 
-    async def _encode_bulk(self, texts: list[str]) -> tuple[Encoded, float]:
+    async def _encode_bulk(self, texts: list[str], deadline: float | None) -> BulkResult:
+        """Several texts of one request: bulk work, encoded in slices between query batches."""
         with self.bulk.admit():
-            t0 = time.perf_counter()
-            encoded: Encoded = await run_on(self.workers.encoder, self.encoder.encode, texts)
-            return encoded, time.perf_counter() - t0
+            return await self.batcher.encode_bulk(texts, deadline)
 
     async def rerank(
         self,
@@ -173,6 +182,8 @@ class Retriever:
             check_text(
                 f"candidates[{i}].text", candidates[i].text or "", self.limits.max_text_chars
             )
+        for i in by_id:
+            check_id(f"candidates[{i}].passage_id", candidates[i].passage_id or "")
         if top_k < 0:
             top_k = 0
         query_encoded = await self.batcher.encode(query, deadline)
@@ -181,9 +192,10 @@ class Retriever:
         encode_s = 0.0
         truncated = 0
         if by_text:
-            encoded, encode_s = await self._encode_bulk([candidates[i].text or "" for i in by_text])
-            vectors[by_text] = encoded.vectors
-            truncated = int(encoded.truncated.sum())
+            bulk = await self._encode_bulk([candidates[i].text or "" for i in by_text], deadline)
+            encode_s = bulk.encode_s
+            vectors[by_text] = bulk.encoded.vectors
+            truncated = int(bulk.encoded.truncated.sum())
             for i in by_text:
                 texts[i] = candidates[i].text or ""
         t_score = time.perf_counter()

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from bertdot.server.errors import InvalidArgument
 
 DEFAULT_K = 10
+# Ids are keys, not documents: long enough for URLs and composite keys, short enough that a
+# page of not_found ids stays small.
+MAX_ID_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,10 @@ def check_count(field: str, items: Sequence[object], limit: int) -> None:
         raise InvalidArgument(f"{field}: must not be empty")
     if len(items) > limit:
         raise InvalidArgument(f"{field}: {len(items)} items exceeds the limit of {limit}")
+
+
+def check_id(field: str, pid: str) -> None:
+    if not pid or not pid.strip():
+        raise InvalidArgument(f"{field}: must not be empty")
+    if len(pid) > MAX_ID_CHARS:
+        raise InvalidArgument(f"{field}: {len(pid)} characters exceeds the limit of {MAX_ID_CHARS}")

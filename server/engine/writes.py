@@ -1,12 +1,12 @@
 """The write path of the serving core: validate → encode → apply → acknowledge. No gRPC here.
 
-Encoding runs in the encoder thread in chunks, so query micro-batches slip in between the
-chunks of a large upsert instead of waiting for all of it. Applying runs in the search
-thread, the one thread that touches the graph, so an insertion never overlaps a search
-(the Index lock is the second guard). The answer, with the write's sequence number, is
-given only after the store has committed the write with synchronous=FULL (durable) and the
-graph has it; a crash between the commit and the graph update is repaired by the replay at
-the next start.
+Encoding is bulk work of the encoder thread's scheduler: it runs in bounded slices, and the
+queries that arrive meanwhile go between them instead of waiting for all of it. Applying
+runs in the search thread, the one thread that touches the graph, so an insertion never
+overlaps a search (the Index lock is the second guard). The answer, with the write's
+sequence number, is given only after the store has committed the write with
+synchronous=FULL (durable) and the graph has it; a crash between the commit and the graph
+update is repaired by the replay at the next start.
 """
 
 from __future__ import annotations
@@ -18,30 +18,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bertdot.server.encoding.encoder import Encoder
 from bertdot.server.engine.admission import BulkAdmission
 from bertdot.server.engine.answers import DeleteAnswer, UpsertAnswer
 from bertdot.server.engine.offload import microseconds, run_on
+from bertdot.server.engine.query_batcher import QueryBatcher
 from bertdot.server.engine.threads import Workers
-from bertdot.server.engine.validation import Limits, check_count, check_text
+from bertdot.server.engine.validation import Limits, check_count, check_id, check_text
 from bertdot.server.errors import DeadlineExpired, FailedPrecondition, InvalidArgument, quoted
 from bertdot.server.index.corpus import Passage
 
 if TYPE_CHECKING:
     from bertdot.server.index.index import Index
 
-# Ids are keys, not documents: long enough for URLs and composite keys, short enough that a
-# page of not_found ids stays small.
-MAX_ID_CHARS = 512
-ENCODE_CHUNK = 32  # passages per encoder call of an upsert
 READ_ONLY_MESSAGE = "server is read-only"
-
-
-def check_id(field: str, pid: str) -> None:
-    if not pid or not pid.strip():
-        raise InvalidArgument(f"{field}: must not be empty")
-    if len(pid) > MAX_ID_CHARS:
-        raise InvalidArgument(f"{field}: {len(pid)} characters exceeds the limit of {MAX_ID_CHARS}")
 
 
 def check_unique(field: str, ids: Sequence[str]) -> None:
@@ -77,16 +66,15 @@ class Writes:
 
     def __init__(
         self,
-        encoder: Encoder,
+        batcher: QueryBatcher,
         index: Index | None,
         workers: Workers,
         limits: Limits,
         bulk: BulkAdmission,
         read_only: bool = False,
     ) -> None:
-        self.encoder = encoder
+        self.batcher = batcher
         self.index = index
-        self.encoder_thread = workers.encoder
         self.search_thread = workers.search
         self.limits = limits
         self.bulk = bulk
@@ -126,19 +114,8 @@ class Writes:
     async def _encode(
         self, passages: Sequence[Passage], deadline: float | None
     ) -> tuple[np.ndarray, int]:
-        texts = [p.encoder_input() for p in passages]
-        parts: list[np.ndarray] = []
-        truncated = 0
-        for start in range(0, len(texts), ENCODE_CHUNK):
-            self._check_deadline(deadline)
-            chunk = texts[start : start + ENCODE_CHUNK]
-            encoded = await run_on(self.encoder_thread, self.encoder.encode, chunk)
-            parts.append(encoded.vectors)
-            truncated += int(np.asarray(encoded.truncated).sum())
-        vectors = np.concatenate(parts).astype(np.float32, copy=False)
-        if vectors.shape != (len(texts), self.encoder.dim) or not np.isfinite(vectors).all():
-            raise RuntimeError(f"encoder returned shape {vectors.shape} or non-finite values")
-        return vectors, truncated
+        done = await self.batcher.encode_bulk([p.encoder_input() for p in passages], deadline)
+        return done.encoded.vectors, int(done.encoded.truncated.sum())
 
     async def delete(self, ids: Sequence[str], deadline: float | None) -> DeleteAnswer:
         index = self._writable()

@@ -17,7 +17,9 @@ from bertdot.server.rpc.status import status_for
 log = logging.getLogger(__name__)
 
 SERVICE_PREFIX = "/bertdot.v1.Retrieval/"
-# Probes and tooling that must reach the server without the bearer token.
+# Probes and tooling that must reach the server without the bearer token: health (load
+# balancers and orchestrators probe it without credentials) and reflection (it tells only
+# what the public proto already says: service and message names, never data).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -36,6 +38,10 @@ class ServingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if self._expected is not None and not self._authorized(details):
+            if method.startswith(SERVICE_PREFIX):
+                self._metrics.requests.labels(
+                    method.removeprefix(SERVICE_PREFIX), "UNAUTHENTICATED"
+                ).inc()
             return _refusal(handler, "missing or wrong bearer token")
         if method.startswith(SERVICE_PREFIX):
             return self._wrap(handler, method.removeprefix(SERVICE_PREFIX))

@@ -1,6 +1,14 @@
 """Prometheus metrics, names prefixed `bertdot_`, served on their own HTTP port.
 
 Each server owns its registry, so several servers in one process (tests) do not clash.
+Families (the README lists them with their labels):
+    bertdot_requests_total{method,code}            every RPC of bertdot.v1.Retrieval, refusals
+                                                   by the token check and the size limit too
+    bertdot_request_latency_seconds{method}        as the server sees it
+    bertdot_stage_latency_seconds{method,stage}    queue, tokenize, encode, search, apply
+    bertdot_batch_size                             queries per encoder call
+    bertdot_queue_depth                            live queries waiting for the encoder
+    bertdot_index_size                             passages in the served index
 """
 
 from __future__ import annotations
@@ -27,15 +35,16 @@ class ServerMetrics:
             ["method"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.stage = Histogram(
-            "bertdot_stage_latency_seconds", "Time per stage of a query (queue, tokenize, "
-            "encode, search).", ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "bertdot_stage_latency_seconds", "Time per stage of a request, by method (queue, "
+            "tokenize, encode, search; apply for Upsert).", ["method", "stage"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.batch_size = Histogram(
             "bertdot_batch_size", "Queries per encoder call.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
         )  # fmt: skip
         self.queue_depth = Gauge(
-            "bertdot_queue_depth", "Queries waiting for the encoder.", registry=self.registry
+            "bertdot_queue_depth", "Live queries waiting for the encoder.", registry=self.registry
         )
         self.index_size = Gauge(
             "bertdot_index_size", "Passages in the served index.", registry=self.registry
@@ -46,11 +55,10 @@ class ServerMetrics:
         self.queue_depth.set_function(queue_depth)
         self.index_size.set_function(index_size)
 
-    def observe_stages(self, timings: Any) -> None:
-        self.stage.labels("queue").observe(timings.queue_us / 1e6)
-        self.stage.labels("tokenize").observe(timings.tokenize_us / 1e6)
-        self.stage.labels("encode").observe(timings.encode_us / 1e6)
-        self.stage.labels("search").observe(timings.search_us / 1e6)
+    def observe_stages(self, method: str, **stages_us: int) -> None:
+        """One observation per stage, in microseconds as the answers carry them."""
+        for stage, us in stages_us.items():
+            self.stage.labels(method, stage).observe(us / 1e6)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
         """Start the HTTP exporter; returns the bound port (useful with port 0)."""

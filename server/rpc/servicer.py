@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from bertdot.server.engine.answers import Timings
 from bertdot.server.engine.retriever import Retriever
 from bertdot.server.errors import NotReady
 from bertdot.server.rpc import codec
@@ -46,14 +47,25 @@ class RetrievalService(pb_grpc.RetrievalServicer):
             raise NotReady("server is still loading the model and index")
         return self.core
 
-    async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
-        return await self._search(request, deadline_of(context))
+    def _observe(self, method: str, t: Timings) -> None:
+        self.metrics.observe_stages(
+            method,
+            queue=t.queue_us,
+            tokenize=t.tokenize_us,
+            encode=t.encode_us,
+            search=t.search_us,
+        )
 
-    async def _search(self, request: pb.SearchRequest, deadline: float | None) -> pb.SearchResponse:
+    async def Search(self, request: pb.SearchRequest, context: Any) -> pb.SearchResponse:
+        return await self._search(request, deadline_of(context), "Search")
+
+    async def _search(
+        self, request: pb.SearchRequest, deadline: float | None, method: str
+    ) -> pb.SearchResponse:
         answer = await self._core().search(
             request.query, request.k, codec.ef_of(request), request.return_text, deadline
         )
-        self.metrics.observe_stages(answer.timings)
+        self._observe(method, answer.timings)
         return codec.search_response(answer, request.id)
 
     async def SearchStream(
@@ -63,7 +75,7 @@ class RetrievalService(pb_grpc.RetrievalServicer):
 
         async def answer(request: pb.SearchRequest) -> pb.SearchResponse:
             try:
-                return await self._search(request, deadline)
+                return await self._search(request, deadline, "SearchStream")
             except Exception as exc:
                 code, message = status_for(exc)
                 return pb.SearchResponse(id=request.id, error=codec.error(code.value[0], message))
@@ -72,7 +84,13 @@ class RetrievalService(pb_grpc.RetrievalServicer):
             yield response
 
     async def Encode(self, request: pb.EncodeRequest, context: Any) -> pb.EncodeResponse:
-        answer = await self._core().encode(list(request.texts), deadline_of(context))
+        return await self._encode(request, deadline_of(context), "Encode")
+
+    async def _encode(
+        self, request: pb.EncodeRequest, deadline: float | None, method: str
+    ) -> pb.EncodeResponse:
+        answer = await self._core().encode(list(request.texts), deadline)
+        self._observe(method, answer.timings)
         return codec.encode_response(answer, request.id)
 
     async def EncodeStream(
@@ -82,8 +100,7 @@ class RetrievalService(pb_grpc.RetrievalServicer):
 
         async def answer(request: pb.EncodeRequest) -> pb.EncodeResponse:
             try:
-                encoded = await self._core().encode(list(request.texts), deadline)
-                return codec.encode_response(encoded, request.id)
+                return await self._encode(request, deadline, "EncodeStream")
             except Exception as exc:
                 code, message = status_for(exc)
                 return pb.EncodeResponse(id=request.id, error=codec.error(code.value[0], message))
@@ -99,6 +116,7 @@ class RetrievalService(pb_grpc.RetrievalServicer):
             request.return_text,
             deadline_of(context),
         )
+        self._observe("Rerank", answer.timings)
         return codec.rerank_response(answer)
 
     async def Info(self, request: pb.InfoRequest, context: Any) -> pb.InfoResponse:
@@ -116,6 +134,7 @@ class RetrievalService(pb_grpc.RetrievalServicer):
         if self.writes_to is not None:
             return await self.writes_to.upsert(request, deadline_of(context))
         answer = await core.writes.upsert(codec.passages(request), deadline_of(context))
+        self.metrics.observe_stages("Upsert", encode=answer.encode_us, apply=answer.apply_us)
         return codec.upsert_response(answer)
 
     async def Delete(self, request: pb.DeleteRequest, context: Any) -> pb.DeleteResponse:

@@ -108,6 +108,36 @@ def test_mean_pooling_and_bert_with_token_type_ids(tiny_bert: Path, tmp_path: Pa
     assert not np.allclose(encoded.vectors, cls, atol=1e-3)
 
 
+def test_distilbert_saved_with_a_bert_tokenizer_exports_and_serves_as_a_reference(
+    tiny_distilbert: Path, tmp_path: Path
+) -> None:
+    """A common way DistilBERT checkpoints are saved: tokenizer_config.json names
+    BertTokenizer, whose outputs include token_type_ids, which DistilBERT's forward refuses.
+    Export, its parity check and eval's reference must feed the model only what it takes."""
+    import shutil
+
+    from transformers import BertTokenizer
+
+    from bertdot.export.reference import ModelSpec, ReferenceEncoder
+    from tests.support.models import VOCAB
+
+    checkpoint = tmp_path / "distilbert-bert-tokenizer"
+    shutil.copytree(tiny_distilbert, checkpoint)
+    BertTokenizer(str(VOCAB), do_lower_case=True).save_pretrained(str(checkpoint))
+    config = json.loads((checkpoint / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "BertTokenizer"
+    out = tmp_path / "art"
+    manifest = export_artifact(
+        ExportOptions(model=str(checkpoint), out=out, precisions=("fp32",)), **QUIET
+    )
+    assert manifest.parity["fp32"].min_cosine >= 0.99999
+    assert "token_type_ids" not in manifest.inputs
+    spec = ModelSpec(str(checkpoint), "cls", "dot", 512)
+    reference = ReferenceEncoder.load(spec, device="cpu").encode([words(3), words(30)])
+    served = Encoder(out, device="cpu").encode([words(3), words(30)]).vectors
+    np.testing.assert_allclose(served, reference, atol=1e-4)
+
+
 def test_truncation_is_reported(tiny_distilbert: Path, tmp_path: Path) -> None:
     out = tmp_path / "short"
     export_artifact(

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertdot.server.app.config import ServerConfig
-from bertdot.server.engine.validation import Limits
-from bertdot.server.engine.writes import MAX_ID_CHARS
+from bertdot.server.engine.validation import MAX_ID_CHARS, Limits
 from bertdot.v1 import bertdot_pb2 as pb
 from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
 from tests.reliability.helpers import build_tiny_index, figures, status_of

@@ -4,6 +4,7 @@ a lone query does not wait for company, and dead requests cost no compute."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Sequence
@@ -12,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bertdot.server.encoding.tokenization import TokenizedText
-from bertdot.server.engine.query_batcher import QueryBatcher, split_by_tokens
+from bertdot.server.encoding.tokenization import TokenizedText, split_by_tokens
+from bertdot.server.engine.query_batcher import QueryBatcher
 from bertdot.server.errors import DeadlineExpired, Overloaded
 
 
@@ -242,3 +243,141 @@ def test_searches_that_wait_together_run_as_one_call_with_their_own_answers() ->
     assert sum(rows for rows, *_ in index.calls) == 30
     assert len(index.calls) < 10  # batched: far fewer calls than queries
     assert all(k in (3, 5) and ef == 64 for _, k, ef, _ in index.calls)  # one k per call
+
+
+class GatedEncoder(SlowEncoder):
+    """A SlowEncoder whose first call waits for `release`, so a test can queue work behind
+    a call in progress; `entered` is set once that call started."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def encode_tokenized(self, items: Sequence[TokenizedText]) -> np.ndarray:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+        return super().encode_tokenized(items)
+
+
+def _texts(n: int, words: int) -> list[str]:
+    return [" ".join(["bulk"] * words)] * n
+
+
+def test_a_query_behind_a_large_encode_is_served_before_its_second_slice() -> None:
+    encoder = GatedEncoder()
+    bulk = _texts(40, 50)  # 40 texts × 50 tokens; slices of 100 tokens: 2 texts each
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        job = asyncio.ensure_future(batcher.encode_bulk(bulk))
+        await asyncio.to_thread(encoder.entered.wait, 10)  # the first slice is being encoded
+        query = asyncio.ensure_future(batcher.encode("a short query"))
+        await asyncio.sleep(0.02)  # queued behind it
+        encoder.release.set()
+        return await asyncio.gather(job, query)
+
+    done, answer = run(go, encoder, bulk_slice_tokens=100)
+    assert encoder.calls[0] == (2, 50)  # the first slice
+    assert encoder.calls[1] == (1, 3)  # then the query, before the second slice
+    assert encoder.calls[2:] == [(2, 50)] * 19  # then the rest of the bulk work
+    assert done.slices == 20 and done.encoded.vectors.shape == (40, encoder.dim)
+    assert (done.encoded.vectors[:, 0] == 50).all() and done.encoded.token_counts.tolist() == [
+        50
+    ] * 40
+    assert answer.vector[0] == 3.0
+    assert done.queue_s > 0  # the query's turn shows as waiting time of the bulk request
+
+
+def test_bulk_work_keeps_every_other_turn_while_queries_never_stop() -> None:
+    encoder = SlowEncoder(delay_s=0.002)
+    bulk = _texts(30, 40)  # 10 slices of 3 texts (budget 120 tokens)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        stop = asyncio.Event()
+
+        async def client(n: int) -> int:
+            sent = 0
+            while not stop.is_set():
+                await batcher.encode(f"query {n} {sent}")
+                sent += 1
+            return sent
+
+        clients = [asyncio.ensure_future(client(n)) for n in range(4)]
+        await asyncio.sleep(0.02)  # queries flowing before the bulk request comes
+        done = await asyncio.wait_for(batcher.encode_bulk(bulk), 10)
+        stop.set()
+        return done, await asyncio.gather(*clients)
+
+    done, sent = run(go, encoder, bulk_slice_tokens=120)
+    assert done.slices == 10 and done.encoded.vectors.shape == (30, encoder.dim)
+    kinds = ["bulk" if rows == 3 and longest == 40 else "query" for rows, longest in encoder.calls]
+    first, last = kinds.index("bulk"), len(kinds) - 1 - kinds[::-1].index("bulk")
+    between = kinds[first : last + 1]
+    # Queries kept coming, and still no two query batches ran between two slices.
+    assert all(sent) and "query" in between
+    assert not any(a == b == "query" for a, b in itertools.pairwise(between))
+
+
+def test_bulk_jobs_take_turns_and_a_cancelled_one_stops_costing() -> None:
+    encoder = SlowEncoder(delay_s=0.005)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        doomed = asyncio.ensure_future(batcher.encode_bulk(_texts(50, 10)))  # 10 slices
+        other = asyncio.ensure_future(batcher.encode_bulk(_texts(4, 20)))  # 2 slices
+        await asyncio.sleep(0.02)
+        doomed.cancel()
+        done = await other
+        await asyncio.sleep(0.05)
+        return done
+
+    done = run(go, encoder, bulk_slice_tokens=50)
+    assert done.slices == 2
+    slices_of_doomed = sum(1 for rows, longest in encoder.calls if longest == 10)
+    assert slices_of_doomed < 10  # dropped at its next turn, not encoded to the end
+
+
+def test_a_bulk_request_past_its_deadline_stops_between_slices() -> None:
+    encoder = SlowEncoder(delay_s=0.02)
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        deadline = asyncio.get_running_loop().time() + 0.05
+        with pytest.raises(DeadlineExpired):
+            await batcher.encode_bulk(_texts(100, 10), deadline)
+
+    run(go, encoder, bulk_slice_tokens=20)
+    assert len(encoder.calls) < 10  # 50 slices asked for; it stopped soon after the deadline
+
+
+def test_expired_and_cancelled_queries_leave_the_queue_count_at_once() -> None:
+    encoder = GatedEncoder()
+
+    async def go(batcher: QueryBatcher):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        busy = asyncio.ensure_future(batcher.encode("keeps the encoder busy"))
+        await asyncio.to_thread(encoder.entered.wait, 10)
+        doomed = [
+            asyncio.ensure_future(batcher.encode(f"expires {n}", deadline=loop.time() + 0.05))
+            for n in range(3)
+        ]
+        cancelled = asyncio.ensure_future(batcher.encode("cancelled"))
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 4
+        with pytest.raises(Overloaded, match="queue full"):
+            await batcher.encode("one too many")
+        cancelled.cancel()
+        await asyncio.sleep(0.1)  # the deadlines pass; the encoder is still busy
+        assert batcher.depth == 0
+        live = asyncio.ensure_future(batcher.encode("a live query"))  # admitted
+        await asyncio.sleep(0.01)
+        assert batcher.depth == 1
+        encoder.release.set()
+        for task in doomed:
+            with pytest.raises(DeadlineExpired):
+                await task
+        await busy
+        return await live, batcher.texts_encoded
+
+    answer, encoded = run(go, encoder, max_queue=4)
+    assert answer.vector[0] == 3.0
+    assert encoded == 2  # the busy query and the live one: the dead cost nothing

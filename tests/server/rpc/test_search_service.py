@@ -197,6 +197,20 @@ def test_rerank_unknown_id_is_not_found(stub: pb_grpc.RetrievalStub) -> None:
     assert "'no-such-passage'" in caught.value.details()
 
 
+@pytest.mark.parametrize(
+    ("bad_id", "problem"), [("", "must not be empty"), ("  ", "must not be empty"),
+                            ("x" * 513, "513 characters exceeds the limit of 512")]
+)  # fmt: skip
+def test_rerank_ids_are_validated_like_write_ids(
+    stub: pb_grpc.RetrievalStub, bad_id: str, problem: str
+) -> None:
+    good = pb.Candidate(text="a candidate text")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Rerank(pb.RerankRequest(query="q", candidates=[good, pb.Candidate(passage_id=bad_id)]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == f"candidates[1].passage_id: {problem}"
+
+
 def test_a_message_quoting_long_ids_stays_small_enough_to_reach_the_client(
     stub: pb_grpc.RetrievalStub,
 ) -> None:

@@ -153,19 +153,20 @@ def test_internal_errors_do_not_leak(
 ) -> None:
     core = encode_server.server.service.core
     assert core is not None
-    original = core.encoder.encode
+    original = core.encoder.encode_tokenized
 
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("secret path /etc/passwd")
 
-    core.encoder.encode = broken  # type: ignore[method-assign]
+    core.encoder.encode_tokenized = broken  # type: ignore[method-assign]
     try:
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Encode(pb.EncodeRequest(texts=TEXTS))
-        assert caught.value.code() == grpc.StatusCode.INTERNAL
-        assert "secret" not in caught.value.details()
+        for texts in (TEXTS, TEXTS[:1]):  # bulk work and a micro-batched query
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Encode(pb.EncodeRequest(texts=texts))
+            assert caught.value.code() == grpc.StatusCode.INTERNAL
+            assert "secret" not in caught.value.details()
     finally:
-        core.encoder.encode = original  # type: ignore[method-assign]
+        core.encoder.encode_tokenized = original  # type: ignore[method-assign]
 
 
 def test_metrics_endpoint(encode_server: ServerThread, stub: pb_grpc.RetrievalStub) -> None:
