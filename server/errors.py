@@ -40,6 +40,10 @@ class FailedPrecondition(ServingError):
     """The request cannot be served in the server's state (read-only, no index loaded)."""
 
 
+class DataLoss(ServingError):
+    """Stored data the answer needs is damaged (the passage store): unrecoverable here."""
+
+
 class Unauthenticated(ServingError):
     """The call lacks the bearer token the server requires."""
 

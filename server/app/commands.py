@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bulk-slice-tokens",
         "most padded tokens per slice of bulk work (Encode of several texts, Rerank's "
         "candidates, Upsert): waiting queries go between two slices",
-        2048,
+        1024,
         type=POSITIVE,
     )
     add(
@@ -167,6 +167,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"its index and applies them (0: never) [env {ENV_PREFIX}FOLLOW_INTERVAL]",
     )
     writes.add_argument(
+        "--defer-store-check",
+        action="store_true",
+        default=_env_flag("defer-store-check"),
+        help="check the passage store's pages (SQLite quick_check) in the background after the "
+        "server starts, instead of before: for very large stores; a damaged store then turns "
+        f"health NOT_SERVING [env {ENV_PREFIX}DEFER_STORE_CHECK=1]",
+    )
+    writes.add_argument(
         "--rebuild-graph",
         action="store_true",
         default=_env_flag("rebuild-graph"),
@@ -218,6 +226,7 @@ def config_from(args: argparse.Namespace) -> Any:
         read_only=bool(args.read_only),
         snapshot_interval_s=_interval(args.snapshot_interval),
         rebuild_graph=bool(args.rebuild_graph),
+        defer_store_check=bool(args.defer_store_check),
         follow_interval_s=_at_least("--follow-interval", float(args.follow_interval), 0.0),
         workers=int(_at_least("--workers", int(args.workers), 1)),
     )

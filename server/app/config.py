@@ -18,10 +18,11 @@ class BatchingConfig:
     max_wait_us: int = 0
     max_queue: int = 512
     # Bulk work (several texts of one request) runs in slices of at most this many padded
-    # tokens, and waiting queries go between two slices: 2,048 tokens of MiniLM cost about
-    # 0.15 s on a 2-core CPU, so a query waits at most that long behind an Encode of 256 long
-    # texts (it waited 10 s when the Encode ran as one call).
-    bulk_slice_tokens: int = 2048
+    # tokens, and waiting queries go between two slices. Long texts cost far more per token
+    # than queries (attention grows with length): four MiniLM passages of 256 tokens took
+    # about 0.2 s on a 2-core CPU, so a query waits about that long behind an Encode of 256
+    # long texts (it waited 10 s when the Encode ran as one call). A GPU wants far more.
+    bulk_slice_tokens: int = 1024
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class ServerConfig:
     read_only: bool = False  # refuse Upsert/Delete (also when the index dir is not writable)
     snapshot_interval_s: float | None = None  # save the graph this often when it has new writes
     rebuild_graph: bool = False  # rebuild a missing or corrupt graph file from the store
+    # Check the passage store's pages (SQLite quick_check) after the server starts serving,
+    # in the background, instead of before: for stores large enough that the check delays
+    # the start too long (see the README for its cost per million passages).
+    defer_store_check: bool = False
     # A read-only server polls the store this often for writes another process made (0: never).
     follow_interval_s: float = 0.5
     workers: int = 1  # serving processes sharing the port (see supervisor.py)

@@ -20,6 +20,7 @@ from bertdot.server.engine.query_batcher import QueryBatcher
 from bertdot.server.engine.retriever import Retriever
 from bertdot.server.engine.snapshots import Snapshots
 from bertdot.server.engine.threads import Workers
+from bertdot.server.index.damage import StoreDamaged
 from bertdot.server.index.index import STORE_NAME, Index
 from bertdot.server.rpc.interceptors import ServingInterceptor
 from bertdot.server.rpc.metrics import ServerMetrics
@@ -67,6 +68,7 @@ def _load(config: ServerConfig) -> tuple[Encoder, Index | None, bool]:
             writer=not read_only,
             read_only=read_only,
             rebuild_graph=config.rebuild_graph,
+            check_store=not config.defer_store_check,
         )
     return encoder, index, read_only
 
@@ -143,6 +145,7 @@ class BertdotServer:
         self.snapshots: Snapshots | None = None  # set for a writable index
         self._snapshots: asyncio.Task[None] | None = None
         self._following: asyncio.Task[None] | None = None
+        self._store_check: asyncio.Task[None] | None = None
         self.forwarder: WriteForwarder | None = None
 
     async def start(self, wait_ready: bool = True) -> int:
@@ -206,6 +209,8 @@ class BertdotServer:
         self.service.core = Retriever(
             encoder, index, batcher, self.workers, self.config.limits, read_only=read_only
         )
+        if index is not None:
+            self._watch_store(index)
         if index is not None and read_only:
             self._follow(index)
         interval = self.config.snapshot_interval_s
@@ -216,6 +221,31 @@ class BertdotServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, SERVING)
         log.info("serving on port %d with %s", self.port, encoder.describe())
+
+    def _watch_store(self, index: Index) -> None:
+        """A damaged store met while serving: one log line naming the file and what to do,
+        health NOT_SERVING (so traffic moves elsewhere), writes refused, DATA_LOSS answers."""
+        loop = asyncio.get_running_loop()
+
+        def damaged(damage: StoreDamaged) -> None:  # any thread
+            log.error("%s", damage.log_line())
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._not_serving()))
+
+        index.store.on_damage = damaged
+        if index.store.damage is not None:
+            damaged(index.store.damage)
+        if self.config.defer_store_check:
+            self._store_check = asyncio.create_task(self._check_store(index))
+
+    async def _check_store(self, index: Index) -> None:
+        """The deferred check, on a thread of its own (it reads every page of the store)."""
+        ok, _, seconds = await asyncio.to_thread(index.store.integrity)
+        if ok:
+            log.info("passage store checked in the background: ok (%.1f s)", seconds)
+
+    async def _not_serving(self) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, NOT_SERVING)
 
     def _follow(self, index: Index) -> None:
         """A read-only index follows the writes another process makes to its store; a worker
@@ -241,7 +271,7 @@ class BertdotServer:
             await self._server.stop(self.config.grace_s if grace is None else grace)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        for task in (self._snapshots, self._following):
+        for task in (self._snapshots, self._following, self._store_check):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

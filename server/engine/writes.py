@@ -85,6 +85,8 @@ class Writes:
             raise FailedPrecondition("this server has no index loaded (encode and rerank only)")
         if self.read_only:
             raise FailedPrecondition(READ_ONLY_MESSAGE)
+        if self.index.store.damage is not None:  # no write goes into a damaged store
+            raise self.index.store.damage
         return self.index
 
     @staticmethod

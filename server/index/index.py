@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bertdot.server.index.corpus import Passage
+from bertdot.server.index.damage import WHAT_TO_DO, StoreDamaged
 from bertdot.server.index.exact import exact_top_k
 from bertdot.server.index.graph import HnswGraph
 from bertdot.server.index.lockfile import WriterLock
@@ -87,6 +88,7 @@ class Index:
         # of the last write applied to the graph
         self.sequence = store.max_seq() if sequence is None else sequence
         self.rebuilt = False  # whether `open` rebuilt a damaged graph from the store
+        self.store_check_s: float | None = None  # how long `open`'s store check took
         self._lock = threading.RLock()
 
     @classmethod
@@ -99,6 +101,7 @@ class Index:
         writer: bool = False,
         read_only: bool = False,
         rebuild_graph: bool = False,
+        check_store: bool = True,
     ) -> Index:
         """Open an index, refusing another model's index or a space unfit for its similarity.
 
@@ -106,7 +109,9 @@ class Index:
         `writer`: take the index's exclusive writer lock (a server that accepts writes, a
         snapshot); a second writer is refused. `read_only`: open the store read-only.
         `rebuild_graph`: rebuild a missing or damaged graph file from the store (and save it,
-        for a writer) instead of refusing to open.
+        for a writer) instead of refusing to open. `check_store`: run SQLite's quick_check of
+        the passage store first and refuse a damaged one (off: the caller checks it later,
+        e.g. in the background on a very large store).
         """
         root = Path(index_dir)
         manifest = IndexManifest.read(root)
@@ -117,6 +122,14 @@ class Index:
         store = None
         try:
             store = PassageStore(root / STORE_NAME, read_only=read_only)
+            checked_in = None
+            if check_store:
+                ok, found, checked_in = store.integrity()
+                if not ok:
+                    raise IndexLoadError(
+                        f"index {root}: the passage store {STORE_NAME} is damaged (SQLite "
+                        f"quick_check: {found[:200]}); {WHAT_TO_DO}"
+                    )
             graph, rebuilt, through = load_graph(root, manifest, store, rebuild_graph)
             stored = store.count()
             if graph.count != stored or graph.dim != manifest.dim:
@@ -125,14 +138,17 @@ class Index:
                     f"{graph.dim} but the store {stored} of dimension {manifest.dim}: the files "
                     "do not belong together; rebuild the index"
                 )
-        except BaseException:
+        except BaseException as exc:
             if store is not None:
                 store.close()
             if lock is not None:
                 lock.release()
+            if isinstance(exc, StoreDamaged):  # met while replaying or counting
+                raise IndexLoadError(f"index {root}: {exc.log_line()}") from exc
             raise
         index = cls(root, manifest, store, graph, lock, through)
         index.rebuilt = rebuilt
+        index.store_check_s = checked_in
         if rebuilt and writer:
             index.save_graph()
         return index

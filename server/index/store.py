@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from urllib.parse import quote
 import numpy as np
 
 from bertdot.server.index.corpus import Passage
+from bertdot.server.index.damage import StoreDamaged, checked, is_corruption
 
 VECTOR_DTYPE = np.dtype("<f4")
 _CHUNK = 500  # ids per IN (...) query: well under SQLite's bound-variable limit
@@ -88,10 +90,44 @@ class PassageStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._write_lock = threading.Lock()
+        # Told once per damage met while serving (the server logs it and stops serving).
+        self.on_damage: Callable[[StoreDamaged], None] | None = None
+        self.damage: StoreDamaged | None = None
+        self._open(read_only)
+
+    @checked
+    def _open(self, read_only: bool) -> None:
         if read_only:
             self._conn()  # fail now, not on the first query, if it cannot be opened
         else:
             self._conn().executescript(_SCHEMA)
+
+    def _damaged(self, exc: sqlite3.DatabaseError) -> StoreDamaged:
+        damage = StoreDamaged(self.path, str(exc))
+        first = self.damage is None
+        self.damage = damage
+        if first and self.on_damage is not None:
+            self.on_damage(damage)
+        return damage
+
+    def integrity(self) -> tuple[bool, str, float]:
+        """SQLite's `quick_check` of every page (on a connection of its own, so the pages
+        are read from the file, not from a cache): (ok, what it found, seconds)."""
+        started = time.perf_counter()
+        conn = sqlite3.connect(_read_only_uri(self.path), uri=True, check_same_thread=False)
+        try:
+            rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            rows = [(str(exc),)]
+        finally:
+            conn.close()
+        found = "; ".join(str(r[0]) for r in rows)
+        ok = found == "ok"
+        if not ok:
+            self._damaged(sqlite3.DatabaseError(found[:300]))
+        return ok, found, time.perf_counter() - started
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -112,6 +148,7 @@ class PassageStore:
             self._connections.append(conn)
         return conn
 
+    @checked
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (after a bulk build, before it is shipped)."""
         with self._write_lock:
@@ -125,6 +162,7 @@ class PassageStore:
 
     # -- writes ---------------------------------------------------------------------------
 
+    @checked
     def add(
         self,
         passages: Sequence[Passage],
@@ -157,6 +195,7 @@ class PassageStore:
             self._put_meta(conn, meta or {})
         return labels
 
+    @checked
     def upsert(self, passages: Sequence[Passage], vectors: np.ndarray) -> Written:
         """Add passages or replace the stored ones with the same id, in one transaction.
 
@@ -188,6 +227,7 @@ class PassageStore:
             )
         return Written(labels, seq + len(passages) - 1)
 
+    @checked
     def remove(self, ids: Iterable[str]) -> Written:
         """Remove passages; their labels become free for reuse. Unknown ids are skipped."""
         with self._write_lock, self._transaction() as conn:
@@ -201,32 +241,39 @@ class PassageStore:
             )
         return Written(freed, seq + len(freed) - 1, [pid for _, pid in rows])
 
+    @checked
     def delete(self, ids: Iterable[str]) -> list[int]:
         """Remove passages; their labels become free for reuse. Returns the freed labels."""
         return self.remove(ids).labels
 
+    @checked
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self._write_lock, self._transaction() as conn:
             self._put_meta(conn, values)
 
     # -- reads ----------------------------------------------------------------------------
 
+    @checked
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM passages").fetchone()[0])
 
+    @checked
     def max_seq(self) -> int:
         """The sequence number of the latest write (0 for an empty store)."""
         return int(self.get_meta("next_seq") or 1) - 1
 
+    @checked
     def get_meta(self, key: str) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @checked
     def get_by_ids(self, ids: Sequence[str]) -> dict[str, Passage]:
         """The stored passages among `ids` (unknown ids are absent from the answer)."""
         rows = self._rows(self._conn(), "id, title, text", "id", list(ids))
         return {pid: Passage(pid, title, text) for pid, title, text in rows}
 
+    @checked
     def get_by_labels(
         self, labels: Sequence[int], through: int | None = None
     ) -> dict[int, Passage]:
@@ -235,6 +282,7 @@ class PassageStore:
         rows = self._rows(self._conn(), "label, id, title, text", "label", list(labels), through)
         return {label: Passage(pid, title, text) for label, pid, title, text in rows}
 
+    @checked
     def headers_for_labels(
         self, labels: Sequence[int], through: int | None = None
     ) -> dict[int, tuple[str, str | None]]:
@@ -242,21 +290,26 @@ class PassageStore:
         rows = self._rows(self._conn(), "label, id, title", "label", list(labels), through)
         return {label: (pid, title) for label, pid, title in rows}
 
+    @checked
     def ids_for_labels(self, labels: Sequence[int]) -> dict[int, str]:
         return dict(self._rows(self._conn(), "label, id", "label", list(labels)))
 
+    @checked
     def labels_for_ids(self, ids: Sequence[str]) -> dict[str, int]:
         return dict(self._rows(self._conn(), "id, label", "id", list(ids)))
 
+    @checked
     def labels(self) -> np.ndarray:
         """Every live label, ascending."""
         rows = self._conn().execute("SELECT label FROM passages ORDER BY label").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    @checked
     def free_labels(self) -> list[int]:
         """Labels of deleted passages not yet reused (marked deleted in an up-to-date graph)."""
         return [r[0] for r in self._conn().execute("SELECT label FROM free_labels ORDER BY label")]
 
+    @checked
     def last_added(self) -> tuple[str, int | None] | None:
         """(id, source line) of the most recent addition: where an interrupted build stopped."""
         row = (
@@ -266,6 +319,7 @@ class PassageStore:
         )
         return None if row is None else (str(row[0]), row[1])
 
+    @checked
     def iter_vectors(self, chunk: int = 8192, after_seq: int = 0) -> Iterator[Changes]:
         """Stored vectors with their labels, `chunk` rows at a time (bounded memory)."""
         cursor = self._conn().execute(
@@ -276,6 +330,7 @@ class PassageStore:
             flat = np.frombuffer(b"".join(r[1] for r in rows), dtype=VECTOR_DTYPE)
             yield Changes(labels, flat.reshape(len(rows), -1), [])
 
+    @checked
     def changes_since(self, seq: int) -> Changes:
         """Everything written after `seq`: what a graph saved at `seq` must replay.
 

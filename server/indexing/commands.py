@@ -1,6 +1,6 @@
-"""`bertdot index build|check|snapshot|repair` argument parsing (light: the model stack, numpy
-and hnswlib are imported only when a subcommand runs, so `bertdot --help` works on a client
-install)."""
+"""`bertdot index build|check|snapshot|repair|backup` argument parsing (light: the model
+stack, numpy and hnswlib are imported only when a subcommand runs, so `bertdot --help` works
+on a client install)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     repair.add_argument("index_dir", type=Path, help="index directory")
     repair.set_defaults(handler=run_maintenance, action="repair", extras=("server",))
+
+    backup = commands.add_parser(
+        "backup",
+        help="copy an index consistently, while a server keeps serving and writing it",
+        description="Copy the graph, then the passage store through SQLite's online backup API, "
+        "into a new folder that a server can be started from (it replays the writes the copy's "
+        "store holds beyond its graph). The copy's store is checked (quick_check) before the "
+        "folder is renamed into place.",
+    )
+    backup.add_argument("index_dir", type=Path, help="index directory (may be serving)")
+    backup.add_argument("dest", type=Path, help="new folder for the copy (must not exist)")
+    backup.set_defaults(handler=run_backup, extras=("server",))
 
 
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +205,7 @@ def run_check(args: argparse.Namespace) -> int:
         )
         report = check_index(index, vectors, efs=args.ef or DEFAULT_EFS, source=source)
         print(f"{args.index_dir}: {index.count:,} passages, {source}")
+        print(f"passage store: SQLite quick_check ok ({index.store_check_s or 0:.2f} s)")
         print(report.table())
         if args.json:
             report.write_json(args.json)
@@ -205,6 +218,16 @@ def run_check(args: argparse.Namespace) -> int:
         return _fail("check", exc)
     finally:
         index.close()
+    return 0
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    from bertdot.server.indexing.backup import backup
+
+    try:
+        print(backup(args.index_dir, args.dest))
+    except _known_errors() as exc:
+        return _fail("backup", exc)
     return 0
 
 

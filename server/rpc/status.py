@@ -15,6 +15,7 @@ STATUS_OF: dict[type[errors.ServingError], grpc.StatusCode] = {
     errors.DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"

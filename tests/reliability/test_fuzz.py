@@ -135,6 +135,8 @@ def expected(method: str, request: Any, present: set[str]) -> grpc.StatusCode:
         if not valid or not all(_text_ok(t, LIMITS.max_text_chars) for t in by_text):
             return INVALID
         by_id = [c.passage_id for c in request.candidates if c.WhichOneof("source") == "passage_id"]
+        if not all(_id_ok(pid) for pid in by_id):  # validated like write ids
+            return INVALID
         return OK if set(by_id) <= present else NOT_FOUND
     if method == "Upsert":
         passages = list(request.passages)
