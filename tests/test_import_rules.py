@@ -156,3 +156,13 @@ def test_the_serving_core_imports_no_grpc(package: str) -> None:
 def test_torch_and_transformers_only_in_export() -> None:
     elsewhere = tuple(p for p in PARTS.values() if p != "bertdot.export")
     assert _breaches(elsewhere, MODEL_STACK) == []
+
+
+def test_ray_only_in_the_ray_encode_module() -> None:
+    """Ray is an optional extra for corpus encoding; nothing else may need it."""
+    importers = sorted(name for name, targets in imports().items() if _within_any(targets, "ray"))
+    assert importers == ["bertdot.server.indexing.ray_encode"]
+
+
+def _within_any(targets: frozenset[str], package: str) -> bool:
+    return any(_within(target, package) for target in targets)

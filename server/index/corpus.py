@@ -9,8 +9,9 @@ during the build (see `bertdot.server.indexing.build`).
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, cast
@@ -88,20 +89,37 @@ def read_corpus(path: str | Path, fmt: CorpusFormat | None = None) -> Iterator[R
     """Yield every passage of `path` in file order, raising `CorpusError` at the first bad line."""
     parse = _parse_tsv if (fmt or detect_format(path)) == "tsv" else _parse_jsonl
     with open_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(path, number, f"invalid UTF-8 at byte {exc.start}") from exc
-            if number == 1:
-                line = line.removeprefix("\ufeff")
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            try:
-                yield Record(number, parse(line))
-            except ValueError as exc:
-                raise CorpusError(path, number, str(exc)) from exc
+        yield from _records(path, handle, parse, 1)
+
+
+def read_corpus_part(
+    path: str | Path, offset: int, first_line: int, lines: int
+) -> Iterator[Record]:
+    """The passages of `lines` lines of a plain (uncompressed) corpus, from byte `offset`,
+    whose first line is line `first_line` of the file: what one encoding task reads."""
+    parse = _parse_tsv if detect_format(path) == "tsv" else _parse_jsonl
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        yield from _records(path, itertools.islice(handle, lines), parse, first_line)
+
+
+def _records(
+    path: str | Path, raw_lines: Iterable[bytes], parse: Callable[[str], Passage], first: int
+) -> Iterator[Record]:
+    for number, raw in enumerate(raw_lines, start=first):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CorpusError(path, number, f"invalid UTF-8 at byte {exc.start}") from exc
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        try:
+            yield Record(number, parse(line))
+        except ValueError as exc:
+            raise CorpusError(path, number, str(exc)) from exc
 
 
 def _parse_jsonl(line: str) -> Passage:

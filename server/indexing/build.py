@@ -11,12 +11,14 @@ The manifest is written last: a folder without one is an unfinished build.
 from __future__ import annotations
 
 import itertools
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -70,8 +72,67 @@ class MemoryEstimate:
         )
 
 
+class ResourceError(BuildError):
+    """The machine has less free memory or disk than the build's bill."""
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux): what can be allocated without swapping."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_resources(bill: MemoryEstimate, out: Path, force: bool, say: Say) -> None:
+    """Refuse a build that cannot fit, with the numbers (`force`: warn and go on)."""
+    problems = []
+    ram = bill.vectors_bytes + bill.graph_bytes
+    free_ram = available_memory()
+    if free_ram is not None and ram > free_ram:
+        problems.append(f"it needs ~{_size(ram)} of RAM and {_size(free_ram)} is available")
+    existing = out if out.exists() else out.parent
+    while not existing.exists():
+        existing = existing.parent
+    free_disk = shutil.disk_usage(existing).free
+    if bill.disk_bytes > free_disk:
+        problems.append(
+            f"it needs ~{_size(bill.disk_bytes)} of disk and {existing} has {_size(free_disk)} free"
+        )
+    if not problems:
+        return
+    message = "this build does not fit on this machine: " + "; ".join(problems)
+    if not force:
+        raise ResourceError(message + " (pass --force to try anyway)")
+    say(f"warning: {message}; going on (--force)")
+
+
 def _size(nbytes: int) -> str:
     return f"{nbytes / _GIB:.1f} GiB" if nbytes >= _GIB else f"{nbytes / (1 << 20):.1f} MiB"
+
+
+class Identity(Protocol):
+    """The model an index is built for: an encoder, or the artifact vectors were made with."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def similarity(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    M: int = 16
+    ef_construction: int = 200
+    ef_search: int = DEFAULT_EF
+    threads: int = 0
 
 
 def build_index(
@@ -86,69 +147,165 @@ def build_index(
     progress: bool = True,
     threads: int = 0,
     ef_search: int = DEFAULT_EF,
+    force: bool = False,
     say: Say = _stderr,
 ) -> IndexManifest:
+    """Encode a corpus into a new index (or finish an interrupted build with `resume`)."""
     corpus, out = Path(corpus_path), Path(out_dir)
     if not corpus.is_file():
         raise FileNotFoundError(f"corpus {corpus} not found")
+    finished = _start(out, resume, say)
+    if finished is not None:
+        return finished
+    size = measure(corpus)
+    bill = MemoryEstimate.of(size.lines, encoder.dim, M, size.bytes)
+    say(bill.describe())
+    check_resources(bill, out, force, say)
+    out.mkdir(parents=True, exist_ok=True)
+    store = PassageStore(out / STORE_NAME, durable=False)
+    try:
+        _claim(store, encoder, {"build.corpus_bytes": str(corpus.stat().st_size)})
+        truncated = _encode(store, encoder, corpus, size.lines, batch_size, progress, say)
+        settings = GraphSettings(M, ef_construction, ef_search, threads)
+        extra: dict[str, object] = {"truncated": truncated}
+        manifest = _finish(store, out, encoder, settings, str(corpus.resolve()), extra, progress)
+    finally:
+        store.close()
+    say(
+        f"index {out}: {manifest.count:,} passages, {truncated:,} truncated at the model's "
+        "max length"
+    )
+    return manifest
+
+
+def import_vectors(
+    model: Identity,
+    shards: str | Path,
+    out_dir: str | Path,
+    *,
+    M: int = 16,
+    ef_construction: int = 200,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int = 0,
+    ef_search: int = DEFAULT_EF,
+    force: bool = False,
+    say: Say = _stderr,
+) -> IndexManifest:
+    """Build an index from vector shards made elsewhere (`bertdot index encode`, or any job
+    that writes the format of `shards.py`) with the artifact `model`, refusing shards made
+    with another model. Nothing is encoded here."""
+    from bertdot.server.indexing.shards import ShardsInfo, count_passages, read_parts
+
+    folder, out = Path(shards), Path(out_dir)
+    info = ShardsInfo.read(folder)
+    info.check_model(model.fingerprint, model.similarity, model.dim)
+    finished = _start(out, resume, say)
+    if finished is not None:
+        return finished
+    total = count_passages(folder)
+    bill = MemoryEstimate.of(
+        total, model.dim, M, sum(p.stat().st_size for p in folder.glob("part-*.jsonl"))
+    )
+    say(bill.describe())
+    check_resources(bill, out, force, say)
+    out.mkdir(parents=True, exist_ok=True)
+    store = PassageStore(out / STORE_NAME, durable=False)
+    try:
+        _claim(store, model, {"build.shards": str(folder.resolve())})
+        done = int(store.get_meta("build.records") or 0)
+        if done:
+            say(f"resuming after {done:,} passages already imported")
+        seen = 0
+        with tqdm(
+            total=total, initial=done, unit="passage", desc="import", disable=not progress
+        ) as bar:
+            for passages, vectors in read_parts(folder, info):
+                if seen + len(passages) <= done:  # imported before the interruption
+                    seen += len(passages)
+                    continue
+                skip = max(done - seen, 0)
+                seen += len(passages)
+                passages, vectors = passages[skip:], vectors[skip:]
+                try:
+                    store.add(passages, vectors, meta={"build.records": str(seen)})
+                except DuplicateIdError as exc:
+                    raise BuildError(f"{folder}: {exc}") from exc
+                bar.update(len(passages))
+        settings = GraphSettings(M, ef_construction, ef_search, threads)
+        manifest = _finish(store, out, model, settings, str(folder.resolve()), {}, progress)
+    finally:
+        store.close()
+    say(f"index {out}: {manifest.count:,} passages imported from {folder}")
+    return manifest
+
+
+def _start(out: Path, resume: bool, say: Say) -> IndexManifest | None:
+    """The manifest of a complete index when resuming one; refuses a non-empty new folder."""
     if (out / MANIFEST_NAME).is_file() and resume:
         say(f"{out} is already a complete index; nothing to resume")
         return IndexManifest.read(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not resume:
         raise FileExistsError(
             f"{out} is not empty; pass --resume to finish an interrupted build there, "
             "or choose a new directory"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    store = PassageStore(out / STORE_NAME, durable=False)
-    try:
-        _claim(store, encoder, corpus)
-        size = measure(corpus)
-        say(MemoryEstimate.of(size.lines, encoder.dim, M, size.bytes).describe())
-        truncated = _encode(store, encoder, corpus, size.lines, batch_size, progress, say)
-        count = store.count()
-        if count == 0:
-            raise BuildError(f"corpus {corpus} holds no passages")
-        graph = HnswGraph.create(
-            space_for(encoder.similarity), encoder.dim, count, M=M, ef_construction=ef_construction
-        )
-        graph.set_num_threads(threads)
-        with tqdm(total=count, unit="passage", desc="graph", disable=not progress) as bar:
-            for chunk in store.iter_vectors(chunk=10_000):
-                graph.add(chunk.vectors, chunk.labels)
-                bar.update(len(chunk.labels))
-        sha256 = graph.save(out / GRAPH_NAME)
-        store.checkpoint()
-        manifest = IndexManifest(
-            fingerprint=encoder.fingerprint,
-            similarity=encoder.similarity,
-            space=graph.space,
-            dim=encoder.dim,
-            count=count,
-            M=M,
-            ef_construction=ef_construction,
-            ef_search=ef_search,
-            graph_file=GRAPH_NAME,
-            graph_sha256=sha256,
-            graph_seq=store.max_seq(),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            corpus=str(corpus.resolve()),
-            extra={"truncated": truncated},
-        )
-        manifest.write(out)
-    finally:
-        store.close()
-    say(f"index {out}: {count:,} passages, {truncated:,} truncated at the model's max length")
+    return None
+
+
+def _finish(
+    store: PassageStore,
+    out: Path,
+    model: Identity,
+    settings: GraphSettings,
+    source: str,
+    extra: dict[str, object],
+    progress: bool,
+) -> IndexManifest:
+    """The graph from the stored vectors (streamed in chunks), then the manifest, last."""
+    count = store.count()
+    if count == 0:
+        raise BuildError(f"{source} holds no passages")
+    graph = HnswGraph.create(
+        space_for(model.similarity), model.dim, count, M=settings.M,
+        ef_construction=settings.ef_construction,
+    )  # fmt: skip
+    graph.set_num_threads(settings.threads)
+    with tqdm(total=count, unit="passage", desc="graph", disable=not progress) as bar:
+        for chunk in store.iter_vectors(chunk=10_000):
+            graph.add(chunk.vectors, chunk.labels)
+            bar.update(len(chunk.labels))
+    sha256 = graph.save(out / GRAPH_NAME)
+    store.checkpoint()
+    manifest = IndexManifest(
+        fingerprint=model.fingerprint,
+        similarity=model.similarity,
+        space=graph.space,
+        dim=model.dim,
+        count=count,
+        M=settings.M,
+        ef_construction=settings.ef_construction,
+        ef_search=settings.ef_search,
+        graph_file=GRAPH_NAME,
+        graph_sha256=sha256,
+        graph_seq=store.max_seq(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        corpus=source,
+        extra=dict(extra),
+    )
+    manifest.write(out)
     return manifest
 
 
-def _claim(store: PassageStore, encoder: TextEncoder, corpus: Path) -> None:
+def _claim(store: PassageStore, model: Identity, source: dict[str, str]) -> None:
     """Record what this build is made of, or check a resumed build is the same one."""
     identity = {
-        "build.fingerprint": encoder.fingerprint,
-        "build.similarity": encoder.similarity,
-        "build.dim": str(encoder.dim),
-        "build.corpus_bytes": str(corpus.stat().st_size),
+        "build.fingerprint": model.fingerprint,
+        "build.similarity": model.similarity,
+        "build.dim": str(model.dim),
+        **source,
     }
     for key, value in identity.items():
         found = store.get_meta(key)

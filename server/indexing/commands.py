@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 EXTRA_HINT = "this command needs the server extra: pip install 'bertdot[server]'"
+FORCE_HELP = "build even where the memory and disk bill exceeds what this machine has free"
 
 
 def _ef_list(value: str) -> list[int]:
@@ -50,9 +51,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--batch-size", type=_positive, default=64, help="passages per batch (64)")
     build.add_argument("--resume", action="store_true", help="finish an interrupted build in --out")
+    build.add_argument("--force", action="store_true", help=FORCE_HELP)
     _runtime_flags(build)
     build.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     build.set_defaults(handler=run_build, extras=("server",))
+
+    encode = commands.add_parser(
+        "encode",
+        help="encode a corpus into vector shards (here, or on a Ray cluster) for index import",
+        description="Cut a plain corpus file into parts and encode each into a shard folder "
+        "(part-NNNNN.jsonl + part-NNNNN.npy); a part already written is skipped, so a killed "
+        "encode resumes. With --ray the parts run on Ray Data actors (one per GPU, or per "
+        "--cpus-per-actor cores), which write into the folder directly: it must be on storage "
+        "every node sees. Then: bertdot index import SHARDS --model ... --out ...",
+    )
+    encode.add_argument("--model", required=True, type=Path, help="artifact directory")
+    encode.add_argument("--corpus", required=True, type=Path, help="plain .jsonl or .tsv corpus")
+    encode.add_argument("--out", required=True, type=Path, help="shard folder to write")
+    encode.add_argument(
+        "--part-size", type=_positive, default=10_000, help="corpus lines per part (10000)"
+    )
+    encode.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="run on Ray: a cluster address (auto, ray://host:10001), or none for a local one",
+    )  # fmt: skip
+    encode.add_argument("--actors", type=_positive, default=1, help="Ray actors (1)")
+    encode.add_argument(
+        "--cpus-per-actor", type=_positive, default=1, help="cores per Ray actor (1)"
+    )
+    encode.add_argument(
+        "--gpus-per-actor", type=int, choices=(0, 1), default=0, help="1: one GPU per actor"
+    )
+    _runtime_flags(encode)
+    encode.set_defaults(handler=run_encode, extras=("server",))
+
+    importing = commands.add_parser(
+        "import",
+        help="build an index from vector shards computed elsewhere (no encoding)",
+        description="Build an index from a shard folder (bertdot index encode, or any job "
+        "writing its format: shards.json with the artifact fingerprint, part-NNNNN.jsonl and "
+        "part-NNNNN.npy float32 vectors). Shards made with another model are refused.",
+    )
+    importing.add_argument("shards", type=Path, help="shard folder")
+    importing.add_argument("--model", required=True, type=Path, help="artifact directory")
+    importing.add_argument("--out", required=True, type=Path, help="index directory to write")
+    importing.add_argument("--m", type=_positive, default=16, help="HNSW links per node (16)")
+    importing.add_argument(
+        "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
+    )
+    importing.add_argument("--resume", action="store_true", help="finish an interrupted import")
+    importing.add_argument("--force", action="store_true", help=FORCE_HELP)
+    importing.add_argument("--threads", type=int, default=0, help="CPU threads for hnswlib (all)")
+    importing.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    importing.set_defaults(handler=run_import, extras=("server",))
 
     check = commands.add_parser(
         "check",
@@ -160,6 +211,7 @@ def run_build(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.no_progress,
             threads=args.threads,
+            force=args.force,
         )
     except ImportError:
         return _fail("build", EXTRA_HINT)
@@ -168,6 +220,54 @@ def run_build(args: argparse.Namespace) -> int:
         return 130
     except known as exc:
         return _fail("build", exc)
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from bertdot.server.indexing.shards import ShardError
+
+    known: tuple[type[Exception], ...] = (*_known_errors(), ShardError, ImportError)
+    try:
+        encoder = _encoder(args)
+        if args.ray is None:
+            from bertdot.server.indexing.encode import encode_shards
+
+            encode_shards(encoder, args.corpus, args.out, part_size=args.part_size,
+                          source=str(args.model))  # fmt: skip
+        else:
+            from bertdot.server.indexing.ray_encode import encode_on_ray
+
+            encode_on_ray(
+                encoder, args.model, args.corpus, args.out,
+                address=None if args.ray == "local" else args.ray, actors=args.actors,
+                cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                part_size=args.part_size,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to continue", file=sys.stderr)
+        return 130
+    except known as exc:
+        return _fail("encode", exc)
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from bertdot.server.encoding.artifact import load_manifest
+    from bertdot.server.indexing.build import import_vectors
+    from bertdot.server.indexing.shards import ShardError
+
+    known: tuple[type[Exception], ...] = (*_known_errors(), ShardError)
+    try:
+        import_vectors(
+            load_manifest(args.model), args.shards, args.out, M=args.m,
+            ef_construction=args.ef_construction, resume=args.resume,
+            progress=not args.no_progress, threads=args.threads, force=args.force,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except known as exc:
+        return _fail("import", exc)
     return 0
 
 

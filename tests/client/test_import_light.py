@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("onnxruntime", "hnswlib", "tokenizers", "torch", "transformers")
+HEAVY = ("onnxruntime", "hnswlib", "tokenizers", "torch", "transformers", "ray")
 
 
 def test_import_client_does_not_import_model_stack() -> None:
