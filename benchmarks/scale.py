@@ -1,0 +1,320 @@
+"""A million passages on one machine: build, serve and search an index at MS MARCO's scale.
+
+    python benchmarks/scale.py                     # 250,000 and 1,000,000 × 768 (~1 hour)
+    python benchmarks/scale.py --sizes 1000000     # one size
+    python benchmarks/scale.py --quick             # 20,000 and 50,000 (a few minutes)
+
+Vectors come from the calibrated generator of `benchmarks/index.py` (real MiniLM passage
+vectors lifted into 768 dimensions, mixed with their neighbours and noise; real encoded
+queries), texts from the generated corpus of `benchmarks/encoder.py` (2-6 sentences). They
+are written as vector shards in the format `bertdot index import` reads, stamped with the
+fingerprint of the seed-shaped artifact (768-dim, dot product), so the index is built through
+the import path, as a corpus encoded elsewhere (on a Ray cluster) would be: no encoding here.
+
+Per size: `bertdot index import` (wall time, peak RSS of the process), the index's files on
+disk, the passage store's quick_check, `bertdot serve` start-up (seconds to SERVING, its
+RSS), a graph snapshot (`Index.save_graph`), and per `ef`: recall@10 against exact search
+(ties count as hits) and p50/p99 of one query per call, through `Index.search` as the
+server's search stage runs it (graph + store lookup) and through the graph alone. The
+recommended `ef` is the smallest reaching recall 0.99. From two sizes the bill for 8.8M
+passages (MS MARCO) is extrapolated: memory and disk per passage, and build time by the
+measured growth exponent.
+
+`--compact` adds the compact-vector comparison on the largest size: usearch with float32,
+float16 and int8 vectors (same M and ef_construction), each searched at a sweep of `ef` with
+and without exact rescoring of its top candidates from float32 vectors; memory, build time,
+recall and p50 beside hnswlib's. Writes `scale.json` and `scale.md` under `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_average, machine_info, markdown_table, write_report
+from encoder import DEFAULT_CACHE, generated_corpus, prepare
+from index import _unit, exact_top, lift, real_vectors, synthesize, tie_floor
+from server_processes import ServerProcess, bertdot_command
+
+from bertdot.server.index.corpus import Passage
+from bertdot.server.index.index import Index
+from bertdot.server.indexing.shards import ShardsInfo, write_part
+from server import git_commit
+
+DIM = 768
+NOISE = 0.45  # benchmarks/index.py's calibrated synthesis noise
+K = 10
+EFS = (64, 128, 256, 512, 1024)
+TARGET = 0.99
+PART = 50_000
+MSMARCO = 8_841_823
+
+
+def write_shards(folder: Path, vectors: np.ndarray, texts: list[str], info: ShardsInfo) -> None:
+    if (folder / "done").is_file():
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    info.write(folder)
+    for number, start in enumerate(range(0, len(vectors), PART)):
+        rows = range(start, min(start + PART, len(vectors)))
+        passages = [Passage(f"p{i}", None, texts[i % len(texts)]) for i in rows]
+        write_part(folder, number, passages, np.ascontiguousarray(vectors[start : rows.stop]))
+    (folder / "done").write_text("")
+
+
+def folder_bytes(path: Path) -> dict[str, int]:
+    return {f.name: f.stat().st_size for f in path.iterdir() if f.is_file()}
+
+
+def import_index(shards: Path, artifact: Path, out: Path) -> dict[str, Any]:
+    shutil.rmtree(out, ignore_errors=True)
+    command = [*bertdot_command(), "index", "import", str(shards), "--model", str(artifact),
+               "--out", str(out), "--no-progress"]  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"import failed: {done.stderr.strip()[-500:]}")
+    # ru_maxrss of children: the largest child waited for so far, in KiB on Linux. The import
+    # is the first and largest child of this process, so this is its peak.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {"import_s": round(wall, 1), "import_peak_rss_bytes": peak,
+            "output": done.stderr.strip().splitlines()[-1:]}  # fmt: skip
+
+
+def serve_startup(artifact: Path, index: Path, log: Path) -> dict[str, Any]:
+    server = ServerProcess(
+        ["--model", str(artifact), "--index", str(index), "--device", "cpu"], log
+    )
+    with server:
+        ready = server.wait_ready(1800)
+        memory = server.memory_bytes()
+    return {"serve_ready_s": round(ready, 1), "serve_rss_bytes": memory.get("VmRSS")}
+
+
+def sweep(
+    index: Index, vectors: np.ndarray, queries: np.ndarray, efs: Sequence[int]
+) -> dict[str, Any]:
+    _, exact_scores = exact_top(vectors, queries, K)
+    floor = tie_floor(exact_scores)
+    rows = {}
+    for ef in efs:
+        index.search(queries[:1], K, ef)  # warm
+        hits, served, graph_only = [], [], []
+        for i, query in enumerate(queries):
+            single = query[None, :]
+            started = time.perf_counter()
+            found = index.search(single, K, ef)[0]
+            served.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            index.graph.search(single, K, ef)
+            graph_only.append(time.perf_counter() - started)
+            rows_of = np.array([int(h.id[1:]) for h in found], dtype=np.int64)
+            hits.append(int(((vectors[rows_of] @ query) >= floor[i]).sum()))
+        rows[ef] = {
+            "recall": round(float(np.mean(hits)) / K, 4),
+            "p50_ms": round(float(np.percentile(served, 50)) * 1000, 3),
+            "p99_ms": round(float(np.percentile(served, 99)) * 1000, 3),
+            "graph_p50_ms": round(float(np.percentile(graph_only, 50)) * 1000, 3),
+        }
+        print(f"    ef {ef}: {rows[ef]}", flush=True)
+    reaching = [ef for ef in efs if rows[ef]["recall"] >= TARGET]
+    return {"by_ef": rows, "recommended_ef": min(reaching) if reaching else None}
+
+
+def measure_size(
+    n: int, pool: np.ndarray, queries: np.ndarray, artifact: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], np.ndarray]:
+    from bertdot.server.encoding.artifact import load_manifest
+
+    manifest = load_manifest(artifact)
+    folder = args.cache / f"scale-{n}"
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"{n:,} passages: synthesising vectors and texts", flush=True)
+    vectors = synthesize(pool, n, NOISE)
+    texts, _ = generated_corpus(random.Random(0), min(n, 100_000), 0)
+    info = ShardsInfo(
+        manifest.fingerprint, manifest.similarity, manifest.dim, "benchmarks/scale.py"
+    )
+    write_shards(folder / "shards", vectors, texts, info)
+    result: dict[str, Any] = {"passages": n}
+    print("  bertdot index import", flush=True)
+    result |= import_index(folder / "shards", artifact, folder / "index")
+    files = folder_bytes(folder / "index")
+    result["disk_bytes"] = sum(files.values())
+    result["files"] = files
+    print("  bertdot serve start-up", flush=True)
+    result |= serve_startup(artifact, folder / "index", folder / "serve.log")
+    started = time.perf_counter()
+    index = Index.open(folder / "index", writer=True)
+    result["open_s"] = round(time.perf_counter() - started, 1)
+    result["store_check_s"] = round(index.store_check_s or 0.0, 2)
+    try:
+        started = time.perf_counter()
+        index.save_graph()
+        result["snapshot_s"] = round(time.perf_counter() - started, 1)
+        print("  search sweep", flush=True)
+        result["search"] = sweep(index, vectors, queries, EFS)
+    finally:
+        index.close()
+    print(f"  {json.dumps({k: v for k, v in result.items() if k != 'search'})}", flush=True)
+    return result, vectors
+
+
+def compact(vectors: np.ndarray, queries: np.ndarray, threads: int) -> dict[str, Any]:
+    """usearch at float32, float16 and int8 against exact search, with and without rescoring."""
+    from usearch.index import Index as UIndex
+
+    _, exact_scores = exact_top(vectors, queries, K)
+    floor = tie_floor(exact_scores)
+    keys = np.arange(len(vectors), dtype=np.uint64)
+    out: dict[str, Any] = {}
+    for dtype in ("f32", "f16", "i8"):
+        graph = UIndex(ndim=vectors.shape[1], metric="ip", dtype=dtype, connectivity=16,
+                       expansion_add=200)  # fmt: skip
+        started = time.perf_counter()
+        graph.add(keys, vectors, threads=threads)
+        build_s = time.perf_counter() - started
+        rows: dict[str, Any] = {}
+        for ef in EFS:
+            graph.expansion_search = ef
+            for rescore in (0, 4 * K):
+                fetch = max(K, rescore)
+                hits, times = [], []
+                for i, query in enumerate(queries):
+                    started = time.perf_counter()
+                    found = graph.search(query, fetch).keys.astype(np.int64)
+                    if rescore:  # exact float32 scores of the candidates, as the store holds them
+                        found = found[np.argsort(-(vectors[found] @ query))[:K]]
+                    times.append(time.perf_counter() - started)
+                    hits.append(int(((vectors[found[:K]] @ query) >= floor[i]).sum()))
+                rows[f"ef {ef}" + (f", rescore top {rescore}" if rescore else "")] = {
+                    "recall": round(float(np.mean(hits)) / K, 4),
+                    "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
+                }
+        out[dtype] = {"build_s": round(build_s, 1), "memory_bytes": int(graph.memory_usage),
+                      "by_setting": rows}  # fmt: skip
+        print(f"  usearch {dtype}: build {build_s:.1f} s, {graph.memory_usage / 2**30:.2f} GiB",
+              flush=True)  # fmt: skip
+        del graph
+    return out
+
+
+def extrapolate(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+    small, large = sizes[0], sizes[-1]
+    growth = np.log(large["import_s"] / small["import_s"]) / np.log(
+        large["passages"] / small["passages"]
+    )
+    per = {key: (large[key] - small[key]) / (large["passages"] - small["passages"])
+           for key in ("import_peak_rss_bytes", "disk_bytes", "serve_rss_bytes")}  # fmt: skip
+    return {
+        "passages": MSMARCO,
+        "build_growth_exponent": round(float(growth), 2),
+        "import_s": round(large["import_s"] * (MSMARCO / large["passages"]) ** growth),
+        **{key: int(large[key] + per[key] * (MSMARCO - large["passages"])) for key in per},
+        "bytes_per_passage": {key: round(value) for key, value in per.items()},
+    }
+
+
+def gib(value: float | None) -> str:
+    return "–" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+def render(data: dict[str, Any]) -> str:
+    lines = ["# An index of a million passages on one machine", "",
+             f"`{data['command']}` at commit {data['commit']}; {data['machine']['cpu']}, "
+             f"{data['machine']['cores']} cores. hnswlib M=16, ef_construction=200, "
+             "768 dims.", ""]  # fmt: skip
+    rows = [[f"{s['passages']:,}", f"{s['import_s']} s", gib(s["import_peak_rss_bytes"]),
+             gib(s["disk_bytes"]), f"{s['store_check_s']} s", f"{s['serve_ready_s']} s",
+             gib(s["serve_rss_bytes"]), f"{s['snapshot_s']} s", s["search"]["recommended_ef"]]
+            for s in data["sizes"]]  # fmt: skip
+    lines.append(markdown_table(["passages", "import (build)", "import peak RSS", "disk",
+                                 "store quick_check", "serve start-up", "serve RSS",
+                                 "snapshot", "recommended ef"], rows))  # fmt: skip
+    for size in data["sizes"]:
+        lines += ["", f"## {size['passages']:,} passages: per ef", ""]
+        rows = [[ef, r["recall"], r["p50_ms"], r["p99_ms"], r["graph_p50_ms"]]
+                for ef, r in size["search"]["by_ef"].items()]  # fmt: skip
+        lines.append(markdown_table(["ef", "recall@10", "search p50 ms (graph + store)",
+                                     "p99 ms", "graph alone p50 ms"], rows))  # fmt: skip
+    if "msmarco" in data:
+        m = data["msmarco"]
+        lines += ["", f"## The bill for {m['passages']:,} passages (MS MARCO), extrapolated", "",
+                  f"Build time grows as n^{m['build_growth_exponent']} here: about "
+                  f"{m['import_s'] / 3600:.1f} h to import; peak RSS "
+                  f"{gib(m['import_peak_rss_bytes'])}, disk {gib(m['disk_bytes'])}, serving RSS "
+                  f"{gib(m['serve_rss_bytes'])}; per passage "
+                  f"{m['bytes_per_passage']}."]  # fmt: skip
+    if "compact" in data:
+        lines += [
+            "",
+            f"## Compact vectors: usearch at {data['sizes'][-1]['passages']:,} passages",
+            "",
+        ]
+        rows = []
+        for dtype, result in data["compact"].items():
+            for setting, r in result["by_setting"].items():
+                rows.append([dtype, gib(result["memory_bytes"]), f"{result['build_s']} s", setting,
+                             r["recall"], r["p50_ms"]])  # fmt: skip
+        lines.append(markdown_table(["vectors", "memory", "build", "setting", "recall@10",
+                                     "p50 ms"], rows))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[250_000, 1_000_000])  # fmt: skip
+    parser.add_argument("--compact", action="store_true", help="usearch f32/f16/i8 as well")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes = [20_000, 50_000]
+    started = time.perf_counter()
+    data: dict[str, Any] = {
+        "command": "python benchmarks/scale.py " + " ".join(argv or sys.argv[1:]),
+        "commit": git_commit(),
+        "machine": machine_info(["hnswlib", "usearch", "numpy"]),
+        "sizes": [],
+    }
+    _, artifact = prepare("seed", args.cache, False)
+    real = real_vectors(args.cache, False)
+    pool = _unit(lift(real.pool, DIM))
+    queries = _unit(lift(real.queries, DIM))
+    vectors = None
+    for n in args.sizes:
+        result, vectors = measure_size(n, pool, queries, artifact, args)
+        data["sizes"].append(result)
+        write_report(args.out, "scale" + ("-quick" if args.quick else ""), data, render(data))
+    if len(data["sizes"]) >= 2:
+        data["msmarco"] = extrapolate(data["sizes"])
+    if args.compact and vectors is not None:
+        print("compact vectors (usearch)", flush=True)
+        data["compact"] = compact(vectors, queries, args.threads)
+    data["machine"]["load_average_end"] = load_average()
+    data["wall_s"] = round(time.perf_counter() - started, 1)
+    for path in write_report(
+        args.out, "scale" + ("-quick" if args.quick else ""), data, render(data)
+    ):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
