@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine_info, markdown_table, write_report
 from encoder import DEFAULT_CACHE, generated_corpus, prepare
 from index import _unit, exact_top, lift, real_vectors, synthesize, tie_floor
-from server_processes import ServerProcess, bertdot_command
+from server_processes import ServerProcess, bertdot_command, status_kib
 
 from bertdot.server.index.corpus import Passage
 from bertdot.server.index.index import Index
@@ -83,15 +82,21 @@ def import_index(shards: Path, artifact: Path, out: Path) -> dict[str, Any]:
     command = [*bertdot_command(), "index", "import", str(shards), "--model", str(artifact),
                "--out", str(out), "--no-progress"]  # fmt: skip
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    # The child's own peak (VmHWM), read until it exits: getrusage's figure for children is
+    # polluted by this large parent's pages (the child starts as a copy of it).
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, (status_kib(process.pid, "VmHWM") or 0) * 1024)
+        time.sleep(0.2)
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"import failed: {done.stderr.strip()[-500:]}")
-    # ru_maxrss of children: the largest child waited for so far, in KiB on Linux. The import
-    # is the first and largest child of this process, so this is its peak.
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    err = process.stderr.read() if process.stderr else ""
+    if process.returncode != 0:
+        raise RuntimeError(f"import failed: {err.strip()[-500:]}")
     return {"import_s": round(wall, 1), "import_peak_rss_bytes": peak,
-            "output": done.stderr.strip().splitlines()[-1:]}  # fmt: skip
+            "output": err.strip().splitlines()[-1:]}  # fmt: skip
 
 
 def serve_startup(artifact: Path, index: Path, log: Path) -> dict[str, Any]:

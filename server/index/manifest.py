@@ -44,6 +44,9 @@ class IndexManifest:
     graph_seq: int  # the store's write sequence the graph contains; later writes replay
     created_at: str
     corpus: str | None = None
+    # The graph's own copy of the vectors: "f32" (hnswlib), "f16" or "i8" (usearch, compact;
+    # candidates are rescored with the store's float32 vectors). Older manifests: "f32".
+    vectors: str = "f32"
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertdot.server.index.graph import GraphFileError, HnswGraph
+from bertdot.server.index.graph import GraphFileError, VectorGraph, load_graph_file, new_graph
 from bertdot.server.index.manifest import IndexLoadError, IndexManifest
 from bertdot.server.index.store import PassageStore
 
@@ -28,14 +28,18 @@ def repair_hint(root: Path) -> str:
 
 def load_graph(
     root: Path, manifest: IndexManifest, store: PassageStore, rebuild: bool
-) -> tuple[HnswGraph, bool, int]:
+) -> tuple[VectorGraph, bool, int]:
     """The saved graph with newer writes replayed; if its file is missing or damaged, a graph
     rebuilt from the store when `rebuild` allows it. Returns (graph, rebuilt, through): the
     graph holds every write up to sequence `through` (another process may be writing the
     store meanwhile; a replica following it continues from there)."""
     try:
-        graph = HnswGraph.load(
-            root / manifest.graph_file, manifest.space, manifest.dim, manifest.graph_sha256
+        graph = load_graph_file(
+            manifest.vectors,
+            root / manifest.graph_file,
+            manifest.space,
+            manifest.dim,
+            manifest.graph_sha256,
         )
     except GraphFileError as exc:
         if not rebuild:
@@ -48,7 +52,7 @@ def load_graph(
     return graph, False, through
 
 
-def replay(graph: HnswGraph, store: PassageStore, since: int) -> int:
+def replay(graph: VectorGraph, store: PassageStore, since: int) -> int:
     """Apply the writes after sequence `since`; returns the sequence the graph now holds."""
     changes = store.changes_since(since)
     graph.add(changes.vectors, changes.labels)
@@ -57,10 +61,11 @@ def replay(graph: HnswGraph, store: PassageStore, since: int) -> int:
     return max(changes.through, since)
 
 
-def rebuild_graph(store: PassageStore, manifest: IndexManifest) -> HnswGraph:
+def rebuild_graph(store: PassageStore, manifest: IndexManifest) -> VectorGraph:
     """A new graph of every stored vector, with the manifest's parameters."""
     free = store.free_labels()
-    graph = HnswGraph.create(
+    graph = new_graph(
+        manifest.vectors,
         manifest.space,
         manifest.dim,
         store.count() + len(free),

@@ -283,6 +283,13 @@ class PassageStore:
         return {label: Passage(pid, title, text) for label, pid, title, text in rows}
 
     @checked
+    def vectors_for_labels(self, labels: Sequence[int]) -> dict[int, np.ndarray]:
+        """The float32 vectors of `labels` (those the store holds): what a compact graph's
+        candidates are rescored with."""
+        rows = self._rows(self._conn(), "label, vector", "label", list(labels))
+        return {label: np.frombuffer(blob, dtype=VECTOR_DTYPE) for label, blob in rows}
+
+    @checked
     def headers_for_labels(
         self, labels: Sequence[int], through: int | None = None
     ) -> dict[int, tuple[str, str | None]]:

@@ -24,18 +24,19 @@ import numpy as np
 from tqdm import tqdm
 
 from bertdot.server.index.corpus import CorpusError, Record, measure, read_corpus
-from bertdot.server.index.graph import HnswGraph, space_for
+from bertdot.server.index.graph import new_graph, space_for
 from bertdot.server.index.index import (
     DEFAULT_EF,
-    GRAPH_NAME,
     MANIFEST_NAME,
     STORE_NAME,
     IndexManifest,
+    graph_suffix,
 )
 from bertdot.server.index.store import DuplicateIdError, PassageStore
 from bertdot.server.indexing.protocols import TextEncoder
 
 Say = Callable[[str], None]
+BYTES_PER_VALUE = {"f32": 4, "f16": 2, "i8": 1}
 _GIB = 1 << 30
 
 
@@ -55,13 +56,18 @@ class MemoryEstimate:
     disk_bytes: int
 
     @classmethod
-    def of(cls, passages: int, dim: int, M: int, corpus_bytes: int) -> MemoryEstimate:
-        vectors = passages * dim * 4
+    def of(
+        cls, passages: int, dim: int, M: int, corpus_bytes: int, kind: str = "f32"
+    ) -> MemoryEstimate:
+        """`kind`: the graph's copy of the vectors (f32, f16 or i8: 4, 2 or 1 byte a value)."""
+        vectors = passages * dim * BYTES_PER_VALUE[kind]
         # Level-0 links (2M ids of 4 B + a count), the label, a per-element lock and the
         # label → id hash map: ~100 B besides the links. Upper levels add ~1/M more.
         graph = int(passages * (2 * M * 4 + 4 + 100) * (1 + 1 / M))
-        # The store keeps text and vector; the saved graph holds vectors and links again.
-        return cls(passages, vectors, graph, corpus_bytes + 2 * vectors + graph)
+        # The store keeps text and float32 vector; the saved graph holds its own vectors and
+        # links again.
+        stored = passages * dim * 4
+        return cls(passages, vectors, graph, corpus_bytes + stored + vectors + graph)
 
     def describe(self) -> str:
         ram = self.vectors_bytes + self.graph_bytes
@@ -133,6 +139,7 @@ class GraphSettings:
     ef_construction: int = 200
     ef_search: int = DEFAULT_EF
     threads: int = 0
+    vectors: str = "f32"  # the graph's copy: f32 (hnswlib), f16 or i8 (usearch, compact)
 
 
 def build_index(
@@ -148,6 +155,7 @@ def build_index(
     threads: int = 0,
     ef_search: int = DEFAULT_EF,
     force: bool = False,
+    vectors: str = "f32",
     say: Say = _stderr,
 ) -> IndexManifest:
     """Encode a corpus into a new index (or finish an interrupted build with `resume`)."""
@@ -158,7 +166,7 @@ def build_index(
     if finished is not None:
         return finished
     size = measure(corpus)
-    bill = MemoryEstimate.of(size.lines, encoder.dim, M, size.bytes)
+    bill = MemoryEstimate.of(size.lines, encoder.dim, M, size.bytes, vectors)
     say(bill.describe())
     check_resources(bill, out, force, say)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,7 +174,7 @@ def build_index(
     try:
         _claim(store, encoder, {"build.corpus_bytes": str(corpus.stat().st_size)})
         truncated = _encode(store, encoder, corpus, size.lines, batch_size, progress, say)
-        settings = GraphSettings(M, ef_construction, ef_search, threads)
+        settings = GraphSettings(M, ef_construction, ef_search, threads, vectors)
         extra: dict[str, object] = {"truncated": truncated}
         manifest = _finish(store, out, encoder, settings, str(corpus.resolve()), extra, progress)
     finally:
@@ -190,6 +198,7 @@ def import_vectors(
     threads: int = 0,
     ef_search: int = DEFAULT_EF,
     force: bool = False,
+    vectors: str = "f32",
     say: Say = _stderr,
 ) -> IndexManifest:
     """Build an index from vector shards made elsewhere (`bertdot index encode`, or any job
@@ -204,9 +213,8 @@ def import_vectors(
     if finished is not None:
         return finished
     total = count_passages(folder)
-    bill = MemoryEstimate.of(
-        total, model.dim, M, sum(p.stat().st_size for p in folder.glob("part-*.jsonl"))
-    )
+    text_bytes = sum(p.stat().st_size for p in folder.glob("part-*.jsonl"))
+    bill = MemoryEstimate.of(total, model.dim, M, text_bytes, vectors)
     say(bill.describe())
     check_resources(bill, out, force, say)
     out.mkdir(parents=True, exist_ok=True)
@@ -220,19 +228,19 @@ def import_vectors(
         with tqdm(
             total=total, initial=done, unit="passage", desc="import", disable=not progress
         ) as bar:
-            for passages, vectors in read_parts(folder, info):
+            for passages, rows in read_parts(folder, info):
                 if seen + len(passages) <= done:  # imported before the interruption
                     seen += len(passages)
                     continue
                 skip = max(done - seen, 0)
                 seen += len(passages)
-                passages, vectors = passages[skip:], vectors[skip:]
+                passages, rows = passages[skip:], rows[skip:]
                 try:
-                    store.add(passages, vectors, meta={"build.records": str(seen)})
+                    store.add(passages, rows, meta={"build.records": str(seen)})
                 except DuplicateIdError as exc:
                     raise BuildError(f"{folder}: {exc}") from exc
                 bar.update(len(passages))
-        settings = GraphSettings(M, ef_construction, ef_search, threads)
+        settings = GraphSettings(M, ef_construction, ef_search, threads, vectors)
         manifest = _finish(store, out, model, settings, str(folder.resolve()), {}, progress)
     finally:
         store.close()
@@ -268,8 +276,8 @@ def _finish(
     count = store.count()
     if count == 0:
         raise BuildError(f"{source} holds no passages")
-    graph = HnswGraph.create(
-        space_for(model.similarity), model.dim, count, M=settings.M,
+    graph = new_graph(
+        settings.vectors, space_for(model.similarity), model.dim, count, M=settings.M,
         ef_construction=settings.ef_construction,
     )  # fmt: skip
     graph.set_num_threads(settings.threads)
@@ -277,7 +285,8 @@ def _finish(
         for chunk in store.iter_vectors(chunk=10_000):
             graph.add(chunk.vectors, chunk.labels)
             bar.update(len(chunk.labels))
-    sha256 = graph.save(out / GRAPH_NAME)
+    graph_file = "graph" + graph_suffix(settings.vectors)
+    sha256 = graph.save(out / graph_file)
     store.checkpoint()
     manifest = IndexManifest(
         fingerprint=model.fingerprint,
@@ -288,12 +297,13 @@ def _finish(
         M=settings.M,
         ef_construction=settings.ef_construction,
         ef_search=settings.ef_search,
-        graph_file=GRAPH_NAME,
+        graph_file=graph_file,
         graph_sha256=sha256,
         graph_seq=store.max_seq(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         corpus=source,
         extra=dict(extra),
+        vectors=settings.vectors,
     )
     manifest.write(out)
     return manifest

@@ -11,6 +11,12 @@ from typing import Any
 
 EXTRA_HINT = "this command needs the server extra: pip install 'bertdot[server]'"
 FORCE_HELP = "build even where the memory and disk bill exceeds what this machine has free"
+VECTOR_KINDS = ("f32", "f16", "i8")
+VECTORS_HELP = (
+    "the graph's copy of the vectors: f32 (hnswlib, the default), or compact f16 / i8 "
+    "(usearch: half / a quarter of the vectors' memory; candidates rescored with the store's "
+    "float32 vectors)"
+)
 
 
 def _ef_list(value: str) -> list[int]:
@@ -52,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--batch-size", type=_positive, default=64, help="passages per batch (64)")
     build.add_argument("--resume", action="store_true", help="finish an interrupted build in --out")
     build.add_argument("--force", action="store_true", help=FORCE_HELP)
+    build.add_argument("--vectors", choices=VECTOR_KINDS, default="f32", help=VECTORS_HELP)
     _runtime_flags(build)
     build.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     build.set_defaults(handler=run_build, extras=("server",))
@@ -101,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     importing.add_argument("--resume", action="store_true", help="finish an interrupted import")
     importing.add_argument("--force", action="store_true", help=FORCE_HELP)
+    importing.add_argument("--vectors", choices=VECTOR_KINDS, default="f32", help=VECTORS_HELP)
     importing.add_argument("--threads", type=int, default=0, help="CPU threads for hnswlib (all)")
     importing.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     importing.set_defaults(handler=run_import, extras=("server",))
@@ -212,6 +220,7 @@ def run_build(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             threads=args.threads,
             force=args.force,
+            vectors=args.vectors,
         )
     except ImportError:
         return _fail("build", EXTRA_HINT)
@@ -262,6 +271,7 @@ def run_import(args: argparse.Namespace) -> int:
             load_manifest(args.model), args.shards, args.out, M=args.m,
             ef_construction=args.ef_construction, resume=args.resume,
             progress=not args.no_progress, threads=args.threads, force=args.force,
+            vectors=args.vectors,
         )  # fmt: skip
     except KeyboardInterrupt:
         print("\ninterrupted: rerun with --resume to continue", file=sys.stderr)

@@ -25,7 +25,9 @@ from bertdot.v1 import bertdot_pb2_grpc as pb_grpc
 from tests.support.fakes import write_jsonl
 
 
-def build_tiny_index(artifact: Path, root: Path, passages: Sequence[Passage]) -> Path:
+def build_tiny_index(
+    artifact: Path, root: Path, passages: Sequence[Passage], vectors: str = "f32"
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     out = root / "index"
     build_index(
@@ -33,6 +35,7 @@ def build_tiny_index(artifact: Path, root: Path, passages: Sequence[Passage]) ->
         write_jsonl(root / "corpus.jsonl", passages),
         out,
         progress=False,
+        vectors=vectors,
         say=lambda _: None,
     )
     return out

@@ -116,10 +116,13 @@ def check(target: str, ledger: Ledger) -> tuple[int, int]:
 
 
 @pytest.mark.slow
-def test_acknowledged_writes_survive_sigkill(tiny_artifact: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("vectors", ["f32", "f16", "i8"])  # hnswlib, and usearch's compact
+def test_acknowledged_writes_survive_sigkill(
+    tiny_artifact: Path, tmp_path: Path, vectors: str
+) -> None:
     started = time.perf_counter()
     base = make_passages(40, seed=21, titled=False)
-    index = build_tiny_index(tiny_artifact, tmp_path, base)
+    index = build_tiny_index(tiny_artifact, tmp_path, base, vectors)
     ledger = Ledger(texts={p.id: p.text for p in base})
     rng = random.Random(20240611)
     serve = ["--model", str(tiny_artifact), "--index", str(index), "--device", "cpu"]
@@ -147,7 +150,7 @@ def test_acknowledged_writes_survive_sigkill(tiny_artifact: Path, tmp_path: Path
         lost, applied = lost + lost_now, applied + applied_now
         assert server.stop() == 0
     figures(
-        "crash",
+        f"crash ({vectors} vectors)",
         kills=KILLS,
         write_requests=ledger.requests,
         passages_acknowledged=ledger.acknowledged,

@@ -363,3 +363,93 @@ def test_recall_at_default_ef(tmp_path: Path) -> None:
     report = measure_recall(FakeEncoder(), make_passages(3000), tmp_path, efs=(16, DEFAULT_EF))
     assert report.recall[DEFAULT_EF] >= 0.99
     assert report.recall[16] < report.recall[DEFAULT_EF]  # the data is not trivially easy
+
+
+# -- compact vectors (usearch) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vectors", ["f16", "i8"])
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_compact_vectors_answer_exact_scores_at_the_recall_of_float32(
+    vectors: str, similarity: str, tmp_path: Path
+) -> None:
+    """A compact graph's candidates are rescored with the store's float32 vectors: the scores
+    callers see are the model's own, and recall against exact search holds."""
+    encoder = FakeEncoder(dim=256, similarity=similarity)
+    passages = make_passages(3000)
+    out = tmp_path / "index"
+    corpus = write_jsonl(tmp_path / "c.jsonl", passages)
+    manifest = build_index(
+        encoder, corpus, out, progress=False, vectors=vectors, say=lambda _: None
+    )
+    assert manifest.vectors == vectors and manifest.graph_file == "graph.usearch"
+    float32 = tmp_path / "f32"
+    build_index(encoder, corpus, float32, progress=False, say=lambda _: None)
+    queries = encoder.encode(make_queries(passages, 60, seed=2)).vectors
+
+    def recall(index: Index) -> float:
+        approximate = index.search(queries, k=10, ef=256)
+        exact = index.exact_search(queries, k=10)
+        pairs = zip(approximate, exact, strict=True)
+        return float(np.mean([len({h.id for h in a} & {h.id for h in e}) for a, e in pairs])) / 10
+
+    reference = Index.open(float32)
+    try:
+        float32_recall = recall(reference)
+    finally:
+        reference.close()
+    index = Index.open(out, expected_fingerprint=encoder.fingerprint)
+    try:
+        assert index.graph.compact and index.count == 3000
+        by_id = {p.id: p for p in passages}
+        assert recall(index) >= min(float32_recall - 0.02, 0.99)  # at float32's recall or 0.99
+        approximate = index.search(queries, k=10, ef=256)
+        for query, hits in zip(queries, approximate, strict=True):
+            stored = encoder.encode([by_id[h.id].encoder_input() for h in hits]).vectors
+            np.testing.assert_allclose([h.score for h in hits], stored @ query, rtol=1e-5)
+        ids = [passages[7].id, passages[3].id]  # exact vectors, as Rerank by id scores them
+        np.testing.assert_allclose(
+            index.get_vectors(ids),
+            encoder.encode([passages[7].encoder_input(), passages[3].encoder_input()]).vectors,
+            rtol=1e-6,
+        )
+    finally:
+        index.close()
+    smaller = (out / "graph.usearch").stat().st_size / (float32 / "graph.hnsw").stat().st_size
+    assert smaller < {"f16": 0.75, "i8": 0.55}[vectors]  # 256 dims: the vectors dominate
+
+
+@pytest.mark.parametrize("vectors", ["f16", "i8"])
+def test_compact_graphs_replay_save_and_rebuild(vectors: str, tmp_path: Path) -> None:
+    encoder, passages = FakeEncoder(), make_passages(300)
+    out = tmp_path / "index"
+    build_index(encoder, write_jsonl(tmp_path / "c.jsonl", passages), out, progress=False,
+                vectors=vectors, say=lambda _: None)  # fmt: skip
+    index = Index.open(out, writer=True)
+    fresh = Passage("new", None, "zebra quagga okapi")
+    index.upsert([fresh], encoder.encode([fresh.text]).vectors)
+    index.delete([passages[0].id, passages[1].id])
+    index.upsert(
+        [Passage(passages[2].id, None, "okapi giraffe")], encoder.encode(["okapi giraffe"]).vectors
+    )
+    index.close()  # not saved: the next open replays the three writes from the store
+    index = Index.open(out, writer=True)
+    assert index.count == 299 and index.pending_writes > 0
+    assert index.search(encoder.encode([fresh.text]).vectors, k=1)[0][0].id == "new"
+    own = encoder.encode([passages[0].encoder_input()]).vectors
+    assert passages[0].id not in {h.id for h in index.search(own, k=50, ef=300)[0]}
+    replaced = index.search(encoder.encode(["okapi giraffe"]).vectors, k=1)[0][0]
+    assert (replaced.id, replaced.text) == (passages[2].id, "okapi giraffe")
+    index.save_graph()
+    index.close()
+    manifest = IndexManifest.read(out)
+    assert manifest.graph_file == f"graph.{manifest.graph_seq}.usearch" and manifest.count == 299
+    (out / manifest.graph_file).write_bytes(b"damaged")
+    with pytest.raises(IndexLoadError, match="repair"):
+        Index.open(out)
+    rebuilt = Index.open(out, writer=True, rebuild_graph=True)
+    try:
+        assert rebuilt.rebuilt and rebuilt.count == 299 and rebuilt.graph.compact
+        assert rebuilt.search(encoder.encode([fresh.text]).vectors, k=1)[0][0].id == "new"
+    finally:
+        rebuilt.close()
