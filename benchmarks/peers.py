@@ -52,14 +52,14 @@ from peers.contenders import (
     run_load,
 )
 from peers.model import peer_model_dir
-from peers.report import render_markdown, summarize, targets
+from peers.report import render_markdown, summarize, summary_lines, targets
 from peers.venvs import SPECS, Venv, ensure_venv
 from server_processes import ServerProcess, bertdot_command, error_text
 
 from server import run_record, write_inputs
 
 PEERS = ("fastembed", "triton", "infinity")
-K = 10
+K = 10  # what load.py asks bertdot's Search for
 MIN_COSINE = 0.999
 LABELS = {
     "bertdot": ("bertdot", "gRPC (bertdot.v1 stubs)"),
@@ -73,17 +73,20 @@ Block = Callable[[], dict[str, Any]]
 # --- inputs -------------------------------------------------------------------------------------
 
 
-def build_index(artifact: Path, corpus: Path, passages: int, folder: Path, seed: int) -> dict:
+def build_index(
+    artifact: Path, corpus: Path, passages: int, folder: Path, seed: int, rebuild: bool
+) -> dict[str, Any]:
     """An index of the generated passages, every one encoded by `bertdot index build`,
     cached by artifact fingerprint, passage count and seed."""
     from bertdot.server.encoding.artifact import load_manifest
 
     fingerprint = load_manifest(artifact).fingerprint
     path = folder / f"index-minilm-{fingerprint[:12]}-{passages}-s{seed}"
-    if (path / "manifest.json").is_file():
+    if (path / "manifest.json").is_file() and not rebuild:
         return {"path": str(path), "passages": passages, "cached": True}
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)
     print(f"  building the index: bertdot index build, {passages:,} passages", flush=True)
     started = time.perf_counter()
     command = [*bertdot_command(), "index", "build", "--model", str(artifact), "--corpus"]
@@ -153,7 +156,8 @@ class Contenders:
     def start_fastembed(self, venv: Venv, model_dir: Path, queries: Path, log: Path) -> None:
         worker = FastembedWorker(venv.python, model_dir, queries, log)
         self.stack.callback(worker.stop)
-        self.info["fastembed"] = {"command": "worker_fastembed.py", "startup_s": worker.load_s}
+        self.info["fastembed"] = {"command": shlex.join(worker.argv), "log": str(log)}
+        self.info["fastembed"]["startup_s"] = worker.start()
         n, clients, duration = (
             self.workload.c1_requests,
             self.workload.clients,
@@ -204,10 +208,15 @@ class Contenders:
 
 def measure_block(name: str, kind: str, call: Block, round_no: int) -> dict[str, Any]:
     record: dict[str, Any] = {"round": round_no, "contender": name, "block": kind}
+    started = time.perf_counter()
     try:
         result = call()
     except Exception as exc:  # one failed block is reported; the run goes on
-        return record | {"value": None, "error": error_text(exc)}
+        result = {"error": error_text(exc)}
+    # The whole block, the load client's start-up and connections included.
+    record["wall_s"] = round(time.perf_counter() - started, 1)
+    if "error" in result:
+        return record | {"value": None, "error": result["error"]}
     if kind == "c1":
         record["value"] = result["c1"]["p50_ms"]
         record["latency"] = result["c1"]
@@ -260,7 +269,7 @@ def measure(args: argparse.Namespace, data: dict[str, Any], venvs: dict[str, Ven
         "peer_model_dir": str(model_dir),
     }
     corpus, _, queries, _ = write_inputs(root / "inputs", args.passages, args.queries, args.seed)
-    data["index"] = build_index(artifact, corpus, args.passages, root, args.seed)
+    data["index"] = build_index(artifact, corpus, args.passages, root, args.seed, args.rebuild)
     reference = reference_vectors(checkpoint, queries, run_dir)
     workload = Workload(queries, args.c1_requests, args.clients, args.client_procs, args.duration)
     with ExitStack() as stack:
@@ -268,20 +277,27 @@ def measure(args: argparse.Namespace, data: dict[str, Any], venvs: dict[str, Ven
         data["contenders"] = contenders.info
         print("starting the contenders", flush=True)
         contenders.start_bertdot(artifact, Path(data["index"]["path"]), run_dir / "bertdot.log")
-        if "fastembed" in venvs:
-            contenders.start_fastembed(
-                venvs["fastembed"], model_dir, queries, run_dir / "fastembed.log"
-            )
-        if "triton" in venvs:
-            contenders.start_triton(venvs["triton"], model_dir, run_dir / "triton.log")
-        if "infinity" in venvs:
-            contenders.start_infinity(venvs["infinity"], model_dir, run_dir / "infinity.log")
+        shown = ("onnxruntime-gpu", "onnxruntime", "grpcio", "hnswlib", "numpy")
+        versions = data["machine"]["versions"]
+        contenders.info["bertdot"]["versions"] = {k: versions[k] for k in shown if k in versions}
+        starts: dict[str, Callable[[Venv, Path], None]] = {
+            "fastembed": lambda venv, log: contenders.start_fastembed(
+                venv, model_dir, queries, log
+            ),
+            "triton": lambda venv, log: contenders.start_triton(venv, model_dir, log),
+            "infinity": lambda venv, log: contenders.start_infinity(venv, model_dir, log),
+        }
+        for name, venv in venvs.items():
+            try:
+                starts[name](venv, run_dir / f"{name}.log")
+            except Exception as exc:  # the other contenders are still worth measuring
+                contenders.info.setdefault(name, {})["error"] = error_text(exc)
+            contenders.info[name]["versions"] = venv.key_versions(SPECS[name])
         for name, info in contenders.info.items():
             label, transport = LABELS[name]
             info |= {"label": label, "transport": transport}
-            if name in venvs:
-                info["versions"] = venvs[name].key_versions(SPECS[name])
-            print(f"  {name}: ready after {info['startup_s']} s", flush=True)
+            state = info.get("error") or f"ready after {info['startup_s']} s"
+            print(f"  {name}: {state}", flush=True)
         print("vectors against sentence-transformers", flush=True)
         for name, make in contenders.vectors.items():
             out = run_dir / f"vectors-{name}.npy"
@@ -301,57 +317,70 @@ def measure(args: argparse.Namespace, data: dict[str, Any], venvs: dict[str, Ven
 # --- main ---------------------------------------------------------------------------------------
 
 
+# Run lengths: a full run's, and a smoke run's (`--quick`); a flag given explicitly wins.
+FULL = {"rounds": 5, "c1_requests": 100, "duration": 5.0, "passages": 10_000, "quiet_wait": 30.0}
+QUICK = {"rounds": 1, "c1_requests": 30, "duration": 2.0, "passages": 1000, "quiet_wait": 5.0}
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+
+    def sized(flag: str, kind: type, text: str) -> None:
+        key = flag[2:].replace("-", "_")
+        shown = f"{text} (default {FULL[key]:,}; --quick: {QUICK[key]:,})"
+        parser.add_argument(flag, type=kind, help=shown)
+
     parser.add_argument(
-        "--peers", default=",".join(PEERS), help="comma-separated, of " + ", ".join(PEERS)
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated, of {', '.join(PEERS)} (default: all)",
     )
     parser.add_argument(
         "--bertdot-precision",
         choices=("fp32", "int8"),
         default="fp32",
-        help="bertdot serve --precision (the peers always run fp32)",
+        help="bertdot serve --precision (default fp32; the peers always run fp32)",
     )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--c1-requests", type=int, default=100, help="timed c=1 requests a block")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of a concurrent block")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent single-query clients")
+    sized("--rounds", int, "rounds; medians are taken over them")
+    sized("--c1-requests", int, "timed c=1 requests a block")
+    sized("--duration", float, "seconds of a concurrent block")
+    parser.add_argument(
+        "--clients", type=int, default=16, help="concurrent single-query clients (default 16)"
+    )
     parser.add_argument(
         "--client-procs",
         type=int,
         default=2,
-        help="load-client processes the concurrent clients are split over",
+        help="load-client processes the concurrent clients are split over (default 2)",
     )
-    parser.add_argument("--passages", type=int, default=10_000, help="bertdot's index")
-    parser.add_argument("--queries", type=int, default=200, help="generated queries")
+    sized("--passages", int, "generated passages in bertdot's index")
+    parser.add_argument("--queries", type=int, default=200, help="generated queries (default 200)")
+    sized("--quiet-wait", float, "seconds to wait, at most, before each round for a quiet CPU")
     parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=30.0,
-        help="seconds to wait, at most, before each round for other processes to leave the CPU",
+        "--ready-timeout", type=float, default=300.0, help="seconds to ready (default 300)"
     )
-    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to ready")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 1 round, 1,000 passages, 30 c=1 requests, 2 s blocks",
-    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: shorter, see above")
     parser.add_argument(
         "--cache",
         type=Path,
         default=DEFAULT_CACHE,
-        help="artifact; peers' venvs, model folder, index and logs under peers/",
+        help=f"the artifact; the peers' venvs, model folder, index and logs under peers/ "
+        f"(default {DEFAULT_CACHE})",
     )
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    parser.add_argument("--rebuild", action="store_true", help="re-export the artifact")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for generated texts")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="report folder (default benchmarks/results)",
+    )
+    parser.add_argument(
+        "--rebuild", action="store_true", help="re-export the artifact, rebuild the index"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated texts")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.rounds, args.c1_requests, args.duration = 1, 30, 2.0
-        args.passages, args.quiet_wait = 1000, min(args.quiet_wait, 5.0)
+    for key, default in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = set(args.peers) - set(PEERS)
     if unknown:
@@ -412,13 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data["machine"]["load_average_end"] = load_average()
     data["wall_s"] = round(time.perf_counter() - started, 1)
     stem = "peers-minilm" + ("-quick" if args.quick else "")
-    markdown = render_markdown(data)
-    for path in write_report(args.out, stem, data, markdown):
+    for path in write_report(args.out, stem, data, render_markdown(data)):
         print(f"wrote {path}")
-    if data.get("summary"):
-        print(markdown.split("\n\nMedians over", 1)[0].split("\n\n", 1)[1])
+    print("\n".join(summary_lines(data)))
     failed = "error" in data or any(
-        not info.get("vectors", {}).get("ok", False) for info in data.get("contenders", {}).values()
+        "error" in info or not info.get("vectors", {}).get("ok", False)
+        for info in data.get("contenders", {}).values()
     )
     return 1 if failed else 0
 

@@ -20,10 +20,10 @@ recommended `ef` is the smallest reaching recall 0.99. From two sizes the bill f
 passages (MS MARCO) is extrapolated: memory and disk per passage, and build time by the
 measured growth exponent.
 
-`--compact` adds the compact-vector comparison on the largest size: usearch with float32,
-float16 and int8 vectors (same M and ef_construction), each searched at a sweep of `ef` with
-and without exact rescoring of its top candidates from float32 vectors; memory, build time,
-recall and p50 beside hnswlib's. Writes `scale.json` and `scale.md` under `--out`.
+`--compact` adds, on the largest size, the compact vector kinds (`--vectors f16` and `i8`:
+the graph in usearch, candidates rescored with the store's float32 vectors), through the same
+import, serve and search: memory, build time, recall and latency beside hnswlib's float32.
+Writes `scale.json` and `scale.md` under `--out`.
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return {f.name: f.stat().st_size for f in path.iterdir() if f.is_file()}
 
 
-def import_index(shards: Path, artifact: Path, out: Path) -> dict[str, Any]:
+def import_index(shards: Path, artifact: Path, out: Path, vectors: str) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     command = [*bertdot_command(), "index", "import", str(shards), "--model", str(artifact),
-               "--out", str(out), "--no-progress"]  # fmt: skip
+               "--out", str(out), "--no-progress", "--vectors", vectors]  # fmt: skip
     started = time.perf_counter()
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -140,8 +140,14 @@ def sweep(
 
 
 def measure_size(
-    n: int, pool: np.ndarray, queries: np.ndarray, artifact: Path, args: argparse.Namespace
-) -> tuple[dict[str, Any], np.ndarray]:
+    n: int,
+    pool: np.ndarray,
+    queries: np.ndarray,
+    artifact: Path,
+    args: argparse.Namespace,
+    kinds: Sequence[str],
+) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Import, serve, snapshot and search an index of `n` passages for each vector kind."""
     from bertdot.server.encoding.artifact import load_manifest
 
     manifest = load_manifest(artifact)
@@ -154,67 +160,33 @@ def measure_size(
         manifest.fingerprint, manifest.similarity, manifest.dim, "benchmarks/scale.py"
     )
     write_shards(folder / "shards", vectors, texts, info)
-    result: dict[str, Any] = {"passages": n}
-    print("  bertdot index import", flush=True)
-    result |= import_index(folder / "shards", artifact, folder / "index")
-    files = folder_bytes(folder / "index")
-    result["disk_bytes"] = sum(files.values())
-    result["files"] = files
-    print("  bertdot serve start-up", flush=True)
-    result |= serve_startup(artifact, folder / "index", folder / "serve.log")
-    started = time.perf_counter()
-    index = Index.open(folder / "index", writer=True)
-    result["open_s"] = round(time.perf_counter() - started, 1)
-    result["store_check_s"] = round(index.store_check_s or 0.0, 2)
-    try:
+    results = []
+    for kind in kinds:
+        result: dict[str, Any] = {"passages": n, "vectors": kind}
+        out = folder / f"index-{kind}"
+        print(f"  bertdot index import --vectors {kind}", flush=True)
+        result |= import_index(folder / "shards", artifact, out, kind)
+        files = folder_bytes(out)
+        result["disk_bytes"] = sum(files.values())
+        result["files"] = files
+        print("  bertdot serve start-up", flush=True)
+        result |= serve_startup(artifact, out, folder / f"serve-{kind}.log")
         started = time.perf_counter()
-        index.save_graph()
-        result["snapshot_s"] = round(time.perf_counter() - started, 1)
-        print("  search sweep", flush=True)
-        result["search"] = sweep(index, vectors, queries, EFS)
-    finally:
-        index.close()
-    print(f"  {json.dumps({k: v for k, v in result.items() if k != 'search'})}", flush=True)
-    return result, vectors
-
-
-def compact(vectors: np.ndarray, queries: np.ndarray, threads: int) -> dict[str, Any]:
-    """usearch at float32, float16 and int8 against exact search, with and without rescoring."""
-    from usearch.index import Index as UIndex
-
-    _, exact_scores = exact_top(vectors, queries, K)
-    floor = tie_floor(exact_scores)
-    keys = np.arange(len(vectors), dtype=np.uint64)
-    out: dict[str, Any] = {}
-    for dtype in ("f32", "f16", "i8"):
-        graph = UIndex(ndim=vectors.shape[1], metric="ip", dtype=dtype, connectivity=16,
-                       expansion_add=200)  # fmt: skip
-        started = time.perf_counter()
-        graph.add(keys, vectors, threads=threads)
-        build_s = time.perf_counter() - started
-        rows: dict[str, Any] = {}
-        for ef in EFS:
-            graph.expansion_search = ef
-            for rescore in (0, 4 * K):
-                fetch = max(K, rescore)
-                hits, times = [], []
-                for i, query in enumerate(queries):
-                    started = time.perf_counter()
-                    found = graph.search(query, fetch).keys.astype(np.int64)
-                    if rescore:  # exact float32 scores of the candidates, as the store holds them
-                        found = found[np.argsort(-(vectors[found] @ query))[:K]]
-                    times.append(time.perf_counter() - started)
-                    hits.append(int(((vectors[found[:K]] @ query) >= floor[i]).sum()))
-                rows[f"ef {ef}" + (f", rescore top {rescore}" if rescore else "")] = {
-                    "recall": round(float(np.mean(hits)) / K, 4),
-                    "p50_ms": round(float(np.percentile(times, 50)) * 1000, 3),
-                }
-        out[dtype] = {"build_s": round(build_s, 1), "memory_bytes": int(graph.memory_usage),
-                      "by_setting": rows}  # fmt: skip
-        print(f"  usearch {dtype}: build {build_s:.1f} s, {graph.memory_usage / 2**30:.2f} GiB",
-              flush=True)  # fmt: skip
-        del graph
-    return out
+        index = Index.open(out, writer=True)
+        result["open_s"] = round(time.perf_counter() - started, 1)
+        result["store_check_s"] = round(index.store_check_s or 0.0, 2)
+        try:
+            started = time.perf_counter()
+            index.save_graph()
+            result["snapshot_s"] = round(time.perf_counter() - started, 1)
+            print("  search sweep", flush=True)
+            result["search"] = sweep(index, vectors, queries, EFS)
+        finally:
+            index.close()
+        shutil.rmtree(out, ignore_errors=True)  # the next kind needs the disk
+        print(f"  {json.dumps({k: v for k, v in result.items() if k != 'search'})}", flush=True)
+        results.append(result)
+    return results, vectors
 
 
 def extrapolate(sizes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,15 +214,16 @@ def render(data: dict[str, Any]) -> str:
              f"`{data['command']}` at commit {data['commit']}; {data['machine']['cpu']}, "
              f"{data['machine']['cores']} cores. hnswlib M=16, ef_construction=200, "
              "768 dims.", ""]  # fmt: skip
-    rows = [[f"{s['passages']:,}", f"{s['import_s']} s", gib(s["import_peak_rss_bytes"]),
-             gib(s["disk_bytes"]), f"{s['store_check_s']} s", f"{s['serve_ready_s']} s",
+    rows = [[f"{s['passages']:,}", s["vectors"], f"{s['import_s']} s",
+             gib(s["import_peak_rss_bytes"]), gib(s["disk_bytes"]), f"{s['store_check_s']} s",
+             f"{s['serve_ready_s']} s",
              gib(s["serve_rss_bytes"]), f"{s['snapshot_s']} s", s["search"]["recommended_ef"]]
             for s in data["sizes"]]  # fmt: skip
-    lines.append(markdown_table(["passages", "import (build)", "import peak RSS", "disk",
+    lines.append(markdown_table(["passages", "vectors", "import (build)", "import peak RSS", "disk",
                                  "store quick_check", "serve start-up", "serve RSS",
                                  "snapshot", "recommended ef"], rows))  # fmt: skip
     for size in data["sizes"]:
-        lines += ["", f"## {size['passages']:,} passages: per ef", ""]
+        lines += ["", f"## {size['passages']:,} passages, {size['vectors']} vectors: per ef", ""]
         rows = [[ef, r["recall"], r["p50_ms"], r["p99_ms"], r["graph_p50_ms"]]
                 for ef, r in size["search"]["by_ef"].items()]  # fmt: skip
         lines.append(markdown_table(["ef", "recall@10", "search p50 ms (graph + store)",
@@ -263,19 +236,6 @@ def render(data: dict[str, Any]) -> str:
                   f"{gib(m['import_peak_rss_bytes'])}, disk {gib(m['disk_bytes'])}, serving RSS "
                   f"{gib(m['serve_rss_bytes'])}; per passage "
                   f"{m['bytes_per_passage']}."]  # fmt: skip
-    if "compact" in data:
-        lines += [
-            "",
-            f"## Compact vectors: usearch at {data['sizes'][-1]['passages']:,} passages",
-            "",
-        ]
-        rows = []
-        for dtype, result in data["compact"].items():
-            for setting, r in result["by_setting"].items():
-                rows.append([dtype, gib(result["memory_bytes"]), f"{result['build_s']} s", setting,
-                             r["recall"], r["p50_ms"]])  # fmt: skip
-        lines.append(markdown_table(["vectors", "memory", "build", "setting", "recall@10",
-                                     "p50 ms"], rows))  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -283,8 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[250_000, 1_000_000])  # fmt: skip
-    parser.add_argument("--compact", action="store_true", help="usearch f32/f16/i8 as well")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="also f16 and i8 vectors (usearch) at the largest size",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--quick", action="store_true")
@@ -302,16 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     real = real_vectors(args.cache, False)
     pool = _unit(lift(real.pool, DIM))
     queries = _unit(lift(real.queries, DIM))
-    vectors = None
     for n in args.sizes:
-        result, vectors = measure_size(n, pool, queries, artifact, args)
-        data["sizes"].append(result)
+        kinds = ["f32", "f16", "i8"] if args.compact and n == max(args.sizes) else ["f32"]
+        results, _ = measure_size(n, pool, queries, artifact, args, kinds)
+        data["sizes"].extend(results)
         write_report(args.out, "scale" + ("-quick" if args.quick else ""), data, render(data))
-    if len(data["sizes"]) >= 2:
-        data["msmarco"] = extrapolate(data["sizes"])
-    if args.compact and vectors is not None:
-        print("compact vectors (usearch)", flush=True)
-        data["compact"] = compact(vectors, queries, args.threads)
+    float32 = [s for s in data["sizes"] if s["vectors"] == "f32"]
+    if len(float32) >= 2:
+        data["msmarco"] = extrapolate(float32)
     data["machine"]["load_average_end"] = load_average()
     data["wall_s"] = round(time.perf_counter() - started, 1)
     for path in write_report(

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 # No contender may reach the Hugging Face hub, and infinity's telemetry stays off.
@@ -65,17 +65,26 @@ def run_load(
         command += ["--server-pid", str(server_pid)]
     if out:
         command += ["--out", str(out)]
-    done = subprocess.run(
+    # Its own session, so that its forked client processes go with it when the run stops
+    # early (an exception, SIGTERM): subprocess.run would kill load.py alone.
+    process = subprocess.Popen(
         command,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=offline_env(),
-        timeout=workload.duration_s + 300,
+        start_new_session=True,
     )
-    if done.returncode != 0:
-        tail = " | ".join(done.stderr.strip().splitlines()[-4:])
+    try:
+        stdout, stderr = process.communicate(timeout=workload.duration_s + 300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    if process.returncode != 0:
+        tail = " | ".join(stderr.strip().splitlines()[-4:])
         raise RuntimeError(f"load.py --contender {client} --mode {mode} failed: {tail}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return dict(json.loads(stdout.strip().splitlines()[-1]))
 
 
 class PeerServer:
@@ -140,46 +149,44 @@ class FastembedWorker:
     """fastembed in its own process (`worker_fastembed.py`), answering one command at a time."""
 
     def __init__(self, python: Path, model_dir: Path, queries: Path, log: Path) -> None:
-        self._log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - open while the worker lives
-        self.process = subprocess.Popen(
-            [
-                str(python),
-                str(HERE / "worker_fastembed.py"),
-                *("--model-dir", str(model_dir)),
-                *("--queries", str(queries)),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            env=offline_env(),
-            start_new_session=True,
-        )
-        self.load_s = float(self._read()["load_s"])
+        self.argv = [str(python), str(HERE / "worker_fastembed.py"), "--model-dir", str(model_dir)]
+        self.argv += ["--queries", str(queries)]
+        self.log = log
+        self.process: subprocess.Popen[str] | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    def start(self) -> float:
+        """Seconds the worker took to load the model and warm it up."""
+        with open(self.log, "w", encoding="utf-8") as handle:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=handle,
+                text=True,
+                env=offline_env(),
+                start_new_session=True,
+            )
+        return float(self._read()["load_s"])
 
     def _read(self) -> dict[str, Any]:
-        stdout: IO[str] | None = self.process.stdout
-        assert stdout is not None
-        line = stdout.readline()
+        assert self.process is not None and self.process.stdout is not None
+        line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the fastembed worker exited; see {self._log.name}")
+            raise RuntimeError(f"the fastembed worker exited; see {self.log}")
         answer = dict(json.loads(line))
         if "error" in answer:
             raise RuntimeError(f"fastembed worker: {answer['error']}")
         return answer
 
     def ask(self, **command: Any) -> dict[str, Any]:
-        stdin: IO[str] | None = self.process.stdin
-        assert stdin is not None
-        stdin.write(json.dumps(command) + "\n")
-        stdin.flush()
+        assert self.process is not None and self.process.stdin is not None
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
         return self._read()
 
     def stop(self) -> None:
+        if self.process is None:
+            return
         if self.process.poll() is None:
             try:
                 assert self.process.stdin is not None
@@ -191,4 +198,5 @@ class FastembedWorker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        self._log.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()

@@ -109,6 +109,10 @@ def main_table(data: dict[str, Any]) -> str:
     clients = data["settings"]["clients"]
     rows: list[list[object]] = []
     for name, info in contenders.items():
+        if "error" in info:
+            rows.append([info["label"], info["transport"], f"failed: {info['error']}"])
+            rows[-1] += ["–"] * 6
+            continue
         blocks = summary.get(name, {})
         p50 = blocks.get("c1", {}).get("median")
         qps = blocks.get("concurrent", {}).get("median")
@@ -181,6 +185,8 @@ def blocks_table(data: dict[str, Any]) -> str:
         shown = block.get("error") or (
             f"{block['value']:,.2f} ms" if block["block"] == "c1" else f"{block['value']:,.1f} q/s"
         )
+        if block.get("errors"):
+            shown += f" ({block['errors']:,} failed requests: {block['error_examples'][:1]})"
         rows.append(
             [
                 block["round"],
@@ -205,6 +211,23 @@ def blocks_table(data: dict[str, Any]) -> str:
     return markdown_table(headers, rows)
 
 
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """The table and the targets: the head of the report, and what the command prints."""
+    if not data.get("summary"):
+        return []
+    lines = [main_table(data), ""]
+    lines += ["Targets (ratios within this run; throughput judged on unary Search):", ""]
+    for entry in data.get("targets", {}).values():
+        met = {True: "met", False: "**NOT met**", None: "not measured"}[entry["met"]]
+        stream = entry.get("stream_value")
+        beside = f" (SearchStream: {_num(stream)})" if "stream_value" in entry else ""
+        lines.append(
+            f"- {entry['ratio']} = {_num(entry['value'])}{beside}, target "
+            f"{entry['comparison']} {entry['bound']}: {met}"
+        )
+    return [*lines, ""]
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     machine, settings = data["machine"], data["settings"]
     lines = [
@@ -217,18 +240,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     ]
     if "error" in data:
         lines += [f"**The run failed:** {data['error']}", ""]
-    if data.get("summary"):
-        lines += [main_table(data), ""]
-        lines += ["Targets (ratios within this run; throughput judged on unary Search):", ""]
-        for entry in data.get("targets", {}).values():
-            met = {True: "met", False: "**NOT met**", None: "not measured"}[entry["met"]]
-            stream = entry.get("stream_value")
-            beside = f" (SearchStream: {_num(stream)})" if "stream_value" in entry else ""
-            lines.append(
-                f"- {entry['ratio']} = {_num(entry['value'])}{beside}, target "
-                f"{entry['comparison']} {entry['bound']}: {met}"
-            )
-        lines.append("")
+    lines += summary_lines(data)
     disturbed = [
         b
         for b in data.get("blocks", [])
@@ -241,7 +253,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"{settings['duration_s']} s ({settings['client_procs']} client processes, one connection "
         "per client); bertdot's unary and stream blocks swap places every round. Before each "
         f"round the run waits up to {settings['quiet_wait_s']} s for other processes to use under "
-        f"{DISTURBED_CORES} cores. {len(disturbed)} of {len(data.get('blocks', []))} blocks ran "
+        f"{DISTURBED_CORES} cores (others used {data.get('others_cores_before_rounds')} cores "
+        f"as the rounds began). {len(disturbed)} of {len(data.get('blocks', []))} blocks ran "
         f"while others used more than {DISTURBED_CORES} cores (⚠).",
         "",
         "How to read it:",

@@ -17,7 +17,6 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
 import hnswlib
 import numpy as np
@@ -45,62 +44,6 @@ def search_threads(rows: int, cores: int) -> int:
     spread over the cores.
     """
     return max(1, min(cores, (rows - 1) // ROWS_PER_SEARCH_THREAD))
-
-
-VECTOR_KINDS = ("f32", "f16", "i8")  # the graph's own copy of the vectors: hnswlib, usearch
-
-
-class VectorGraph(Protocol):
-    """What the index needs of a graph (`HnswGraph`, or `UsearchGraph` for compact vectors)."""
-
-    compact: bool  # True: its vectors are approximate, its candidates must be rescored
-    vectors: str
-    space: str
-
-    @property
-    def dim(self) -> int: ...
-
-    @property
-    def count(self) -> int: ...
-
-    def set_num_threads(self, threads: int) -> None: ...
-
-    def add(self, vectors: np.ndarray, labels: np.ndarray) -> None: ...
-
-    def mark_deleted(self, label: int) -> None: ...
-
-    def retire(self, label: int) -> None: ...
-
-    def assume_deleted(self, labels: Iterable[int]) -> None: ...
-
-    def get_vectors(self, labels: np.ndarray) -> np.ndarray: ...
-
-    def search(self, vectors: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def save(self, path: str | Path) -> str: ...
-
-
-def new_graph(
-    vectors: str, space: str, dim: int, capacity: int, *, M: int, ef_construction: int
-) -> VectorGraph:
-    """An empty graph keeping its vectors as `vectors` ("f32": hnswlib; "f16", "i8": usearch)."""
-    if vectors == "f32":
-        return HnswGraph.create(space, dim, capacity, M=M, ef_construction=ef_construction)
-    from bertdot.server.index.usearch_graph import UsearchGraph
-
-    return UsearchGraph.create(
-        space, dim, capacity, M=M, ef_construction=ef_construction, vectors=vectors
-    )
-
-
-def load_graph_file(
-    vectors: str, path: Path, space: str, dim: int, sha256: str, deleted: Iterable[int] = ()
-) -> VectorGraph:
-    if vectors == "f32":
-        return HnswGraph.load(path, space, dim, sha256, deleted)
-    from bertdot.server.index.usearch_graph import UsearchGraph
-
-    return UsearchGraph.load(path, space, dim, sha256, deleted, vectors=vectors)
 
 
 class GraphFileError(ValueError):

@@ -24,7 +24,7 @@ import numpy as np
 from bertdot.server.index.corpus import Passage
 from bertdot.server.index.damage import WHAT_TO_DO, StoreDamaged
 from bertdot.server.index.exact import exact_top_k
-from bertdot.server.index.graph import VectorGraph
+from bertdot.server.index.graphs import VectorGraph
 from bertdot.server.index.lockfile import WriterLock
 from bertdot.server.index.manifest import (
     DEFAULT_EF,

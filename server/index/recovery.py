@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bertdot.server.index.graph import GraphFileError, VectorGraph, load_graph_file, new_graph
+from bertdot.server.index.graph import GraphFileError
+from bertdot.server.index.graphs import VectorGraph, load_graph_file, new_graph
 from bertdot.server.index.manifest import IndexLoadError, IndexManifest
 from bertdot.server.index.store import PassageStore
 

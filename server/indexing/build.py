@@ -24,7 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bertdot.server.index.corpus import CorpusError, Record, measure, read_corpus
-from bertdot.server.index.graph import new_graph, space_for
+from bertdot.server.index.graph import space_for
+from bertdot.server.index.graphs import new_graph
 from bertdot.server.index.index import (
     DEFAULT_EF,
     MANIFEST_NAME,
