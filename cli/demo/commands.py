@@ -5,24 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-
-def _bounded(low: int, high: int | None = None) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{value} is out of range")
-        return value
-
-    return parse
-
-
-_positive = _bounded(1)
-_port = _bounded(0, 65535)
+from bertdot.server.app.commands import PORT, POSITIVE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,11 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, help="where artifacts and indexes go "
                    "(default: ~/.cache/bertdot/demo)")  # fmt: skip
     p.add_argument(
-        "--passages", type=_positive, help="index only the first N passages (default: all)"
+        "--passages", type=POSITIVE, help="index only the first N passages (default: all)"
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=50051)
-    p.add_argument("--metrics-port", type=_port, help="Prometheus metrics port (default: none)")
+    p.add_argument("--port", type=PORT, default=50051)
+    p.add_argument("--metrics-port", type=PORT, help="Prometheus metrics port (default: none)")
     p.add_argument("--no-serve", action="store_true", help="stop after building")
     p.set_defaults(handler=run, extras=("server", "export"))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import hnswlib
@@ -96,14 +96,7 @@ class HnswGraph:
         """Load a saved graph after checking its sha256: hnswlib itself may crash or read
         garbage from a truncated file, so a damaged file is refused before it gets there."""
         path = Path(path)
-        if not path.is_file():
-            raise GraphFileError(f"graph file {path} is missing")
-        actual = sha256_file(path)
-        if actual != expected_sha256:
-            raise GraphFileError(
-                f"graph file {path} is corrupt or truncated (sha256 {actual[:16]}…, "
-                f"expected {expected_sha256[:16]}…)"
-            )
+        verify_file(path, expected_sha256)
         index = hnswlib.Index(space=space, dim=dim)
         try:
             index.load_index(str(path))
@@ -244,15 +237,33 @@ class HnswGraph:
 
         A crash leaves either the previous graph or the new one, never a partial file.
         """
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        self._index.save_index(str(tmp))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        return digest
+        return save_atomically(Path(path), self._index.save_index)
+
+
+def verify_file(path: Path, expected_sha256: str) -> None:
+    """Refuse a missing graph file, or one whose sha256 differs from the manifest's: a
+    library may crash or read garbage from a truncated file, so it never gets there."""
+    if not path.is_file():
+        raise GraphFileError(f"graph file {path} is missing")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise GraphFileError(
+            f"graph file {path} is corrupt or truncated (sha256 {actual[:16]}…, "
+            f"expected {expected_sha256[:16]}…)"
+        )
+
+
+def save_atomically(path: Path, write: Callable[[str], object]) -> str:
+    """`write(temp path)`, fsync, rename over `path`, fsync the folder; returns the sha256.
+    A crash leaves either the previous file or the new one, never a partial file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    digest = sha256_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return digest
 
 
 def fsync_dir(folder: str | Path) -> None:

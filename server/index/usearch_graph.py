@@ -19,7 +19,6 @@ graph (no tombstones), so `retire` and `assume_deleted` have nothing to keep in 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 from usearch.index import Index
 
 from bertdot.server.cores import usable_cores
-from bertdot.server.index.graph import GraphFileError, fsync_dir, sha256_file
+from bertdot.server.index.graph import GraphFileError, save_atomically, verify_file
 
 KINDS = {"f16": "f16", "i8": "i8"}
 METRICS = {"ip": "ip", "cosine": "cos"}
@@ -71,14 +70,7 @@ class UsearchGraph:
         vectors: str = "f16",
     ) -> UsearchGraph:
         path = Path(path)
-        if not path.is_file():
-            raise GraphFileError(f"graph file {path} is missing")
-        actual = sha256_file(path)
-        if actual != expected_sha256:
-            raise GraphFileError(
-                f"graph file {path} is corrupt or truncated (sha256 {actual[:16]}…, "
-                f"expected {expected_sha256[:16]}…)"
-            )
+        verify_file(path, expected_sha256)
         try:
             index = Index.restore(str(path))
         except (RuntimeError, ValueError) as exc:
@@ -156,12 +148,4 @@ class UsearchGraph:
 
     def save(self, path: str | Path) -> str:
         """Write atomically (temp file, fsync, rename, fsync the folder); returns the sha256."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        self._index.save(str(tmp))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        return digest
+        return save_atomically(Path(path), self._index.save)
