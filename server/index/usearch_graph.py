@@ -26,7 +26,13 @@ import numpy as np
 from usearch.index import Index
 
 from bertdot.server.cores import usable_cores
-from bertdot.server.index.graph import GraphFileError, save_atomically, verify_file
+from bertdot.server.index.exact import exact_top_k
+from bertdot.server.index.graph import (
+    EXACT_FALLBACK_MAX,
+    GraphFileError,
+    save_atomically,
+    verify_file,
+)
 
 KINDS = {"f16": "f16", "i8": "i8"}
 METRICS = {"ip": "ip", "cosine": "cos"}
@@ -138,13 +144,30 @@ class UsearchGraph:
             return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
         self._index.expansion_search = max(ef, k)  # type: ignore[misc]  # has a setter
         found = self._index.search(queries, k, threads=self._threads if len(queries) > 1 else 1)
-        keys = np.asarray(found.keys, dtype=np.int64).reshape(len(queries), k)
-        scores = (1.0 - np.asarray(found.distances, dtype=np.float32)).reshape(len(queries), k)
-        counts = np.asarray(getattr(found, "counts", [k] * len(queries))).reshape(len(queries))
+        # One query answers a flat Matches (as many columns as it found), several a
+        # BatchMatches (k columns and a count per row).
+        raw_keys = np.atleast_2d(np.asarray(found.keys, dtype=np.int64))
+        raw_distances = np.atleast_2d(np.asarray(found.distances, dtype=np.float32))
+        width = min(raw_keys.shape[1], k)
+        keys = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        keys[:, :width] = raw_keys[:, :width]
+        scores[:, :width] = 1.0 - raw_distances[:, :width]
+        counts = np.asarray(getattr(found, "counts", [width]), dtype=np.int64).reshape(-1)
+        short = counts < k
+        if short.any() and self.count <= EXACT_FALLBACK_MAX:
+            # As for hnswlib (`HnswGraph._beyond_reach`): a vector nobody's neighbour is
+            # unreachable; a small graph answers such a query by brute force.
+            keys[short], scores[short] = self._exact(queries[short], k)
+            counts[short] = k
         for row, count in enumerate(counts.tolist()):
             keys[row, count:] = -1
             scores[row, count:] = -np.inf
         return keys, scores
+
+    def _exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        live = np.asarray(self._index.keys, dtype=np.int64)
+        return exact_top_k(queries, k, live, self.get_vectors, self.space)
 
     def save(self, path: str | Path) -> str:
         """Write atomically (temp file, fsync, rename, fsync the folder); returns the sha256."""
