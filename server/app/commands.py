@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--bulk-slice-tokens",
         "most padded tokens per slice of bulk work (Encode of several texts, Rerank's "
         "candidates, Upsert): waiting queries go between two slices",
-        1024,
+        768,
         type=POSITIVE,
     )
     add(

@@ -22,7 +22,7 @@ class BatchingConfig:
     # than queries (attention grows with length): four MiniLM passages of 256 tokens took
     # about 0.2 s on a 2-core CPU, so a query waits about that long behind an Encode of 256
     # long texts (it waited 10 s when the Encode ran as one call). A GPU wants far more.
-    bulk_slice_tokens: int = 1024
+    bulk_slice_tokens: int = 768
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class QueryBatcher(RequestQueue[_Waiting]):
         max_batch_tokens: int = 8192,
         max_wait_us: int = 0,
         max_queue: int = 1024,
-        bulk_slice_tokens: int = 1024,
+        bulk_slice_tokens: int = 768,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._encoder = encoder
