@@ -18,6 +18,7 @@ server's stage p50s, the ratio, and in how many rounds this checkout did better.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import shlex
 import statistics
@@ -66,6 +67,16 @@ def install_baseline(rev: str, cache: Path) -> tuple[str, Path]:
     return commit, site
 
 
+def baseline_console(site: Path) -> str:
+    """The baseline's own `bertdot` entry point ("module:function"), from its installed
+    metadata: the console moved between layouts (bertdot.client.cli, bertdot.cli.main)."""
+    for dist in importlib.metadata.distributions(path=[str(site)]):
+        for entry in dist.entry_points:
+            if entry.group == "console_scripts" and entry.name == "bertdot":
+                return entry.value
+    raise RuntimeError(f"the baseline under {site} has no bertdot console script")
+
+
 def summarize(bench: dict[str, Any]) -> dict[str, float]:
     """The round's figure of merit (p50 ms at c=1, q/s above) and the server's stage p50s."""
     row = {stage: float(bench["server_ms"][stage]["p50"]) for stage in STAGES}
@@ -103,7 +114,8 @@ def measure(args: argparse.Namespace, data: dict[str, Any]) -> None:
     serve = ["--model", str(artifact), "--index", index["path"], "--device", args.device]
     serve += ["--precision", args.precision, "--read-only", *shlex.split(args.server_args)]
     baseline_env = {**os.environ, "PYTHONPATH": str(site)}  # ahead of this checkout's install
-    program = [sys.executable, "-c", "from bertdot.cli.main import console; console()"]
+    module, function = baseline_console(site).split(":")
+    program = [sys.executable, "-c", f"from {module} import {function}; {function}()"]
     servers = {
         BUILDS[0]: ServerProcess(serve, folder / "baseline.log", [*program, "serve"], baseline_env),
         BUILDS[1]: ServerProcess(serve, folder / "checkout.log"),

@@ -73,7 +73,12 @@ class IndexManifest:
             raise IndexLoadError(f"{path} is not a valid index manifest: {exc}") from exc
 
     def write(self, index_dir: str | Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        fields = asdict(self)
+        if fields["vectors"] == "f32":
+            # Left out when it is the default, so that a float32 index stays readable by
+            # releases from before compact vectors (they refuse an unknown field).
+            del fields["vectors"]
+        text = json.dumps(fields, indent=2, sort_keys=True) + "\n"
         write_atomic(Path(index_dir) / MANIFEST_NAME, text)
 
 

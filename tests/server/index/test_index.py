@@ -417,6 +417,11 @@ def test_compact_vectors_answer_exact_scores_at_the_recall_of_float32(
         index.close()
     smaller = (out / "graph.usearch").stat().st_size / (float32 / "graph.hnsw").stat().st_size
     assert smaller < {"f16": 0.75, "i8": 0.55}[vectors]  # 256 dims: the vectors dominate
+    # A float32 manifest leaves the field out, so releases from before compact vectors
+    # (which refuse unknown fields) still open it; a compact one names its kind.
+    assert "vectors" not in json.loads((float32 / "manifest.json").read_text())
+    assert IndexManifest.read(float32).vectors == "f32"
+    assert json.loads((out / "manifest.json").read_text())["vectors"] == vectors
 
 
 @pytest.mark.parametrize("vectors", ["f16", "i8"])
