@@ -38,6 +38,10 @@ from common import (
     write_report,
 )
 
+from bertdot.export.calibration import EDGE_TEXTS, generated_corpus
+
+__all__ = ["EDGE_TEXTS", "generated_corpus"]  # the other benchmarks import them from here
+
 PACKAGES = ("onnxruntime-gpu", "onnxruntime", "torch", "transformers", "tokenizers", "numpy")
 SINGLE_LENGTHS = (8, 16, 32)
 BATCH_SIZE, BATCH_TOKENS = 32, 32
@@ -54,57 +58,6 @@ PLAIN_WORDS = (
     "president team minute idea kid body information back parent face others level office "
     "door health person art war history party result change morning reason research girl "
     "guy moment air teacher force education"
-)
-
-TOPICS = {
-    "astronomy": "planet orbit telescope galaxy comet nebula gravity solar eclipse asteroid",
-    "cooking": "recipe oven flour butter garlic simmer sauce bake spice dough",
-    "finance": "interest mortgage loan inflation bond dividend stock budget credit tax",
-    "medicine": "symptom vaccine diagnosis fever antibiotic dose surgery chronic blood therapy",
-    "computing": "compiler memory processor kernel database network python cache thread server",
-    "history": "empire treaty revolution dynasty medieval war colony monarchy republic ancient",
-    "gardening": "soil seed compost prune tomato fertilizer bloom root shade watering",
-    "travel": "passport flight visa hotel luggage airport itinerary border train museum",
-    "music": "guitar melody chord rhythm orchestra tempo piano concert lyrics album",
-    "law": "contract court lawsuit judge statute appeal liability tenant attorney verdict",
-    "biology": "cell protein gene enzyme species evolution membrane bacteria dna photosynthesis",
-    "cars": "engine brake tire fuel transmission battery mileage diesel clutch warranty",
-    "climate": "rainfall drought carbon emissions glacier temperature flood forecast storm",
-    "education": "teacher exam curriculum student degree tuition lecture homework grade campus",
-    "pets": "puppy kitten veterinarian leash litter breed grooming adoption aquarium collar",
-    "sports": "goal referee tournament coach league stadium penalty season sprint marathon",
-}
-SENTENCES = (
-    "The {a} is closely related to the {b}, which many people confuse with {c}.",
-    "Experts recommend checking the {a} before you think about {b} or {c}.",
-    "In most cases {a} and {b} change together, especially when {c} is involved.",
-    "A common question is how the {a} affects the {b} over time.",
-    "Recent reports describe new ways to measure {a} without an expensive {b}.",
-    "Costs vary widely: the price of {a} depends on the {b} and on location.",
-    "Historically the {a} was rare, but today {b} and {c} are part of everyday life.",
-    "If the {a} fails, problems with the {b} usually follow within days.",
-    "According to a 2019 survey, 42% of respondents never compared {a} with {b}.",
-    "Use a {a} sparingly; too much {b} can ruin the {c}.",
-)
-QUERIES = (
-    "what is {a}",
-    "how does {a} affect {b}",
-    "{a} vs {b}",
-    "why is my {a} {b}",
-    "how to choose a {a} for {b}",
-    "{a} {b} {c}",
-    "define {a}",
-    "average cost of {a} and {b}",
-    "when should i check the {a}",
-    "is {a} bad for {b}?",
-)
-EDGE_TEXTS = (
-    "A",
-    "???",
-    "2024 tax year form 1040 deadline",
-    "Crème brûlée recipe à la française, with ünïcödé and CJK 漢字",
-    "WHAT IS THE BEST TELESCOPE FOR A BEGINNER",
-    "email me at someone@example.com or call +1 (555) 010-9999",
 )
 
 
@@ -238,29 +191,6 @@ def exact_texts(
         if got != {tokens}:
             raise RuntimeError(f"built a {tokens}-token text that tokenizes to {got}: {text!r}")
     return texts
-
-
-def _fill(template: str, words: Sequence[str], rng: random.Random) -> str:
-    a, b, c = rng.sample(list(words), 3)
-    text = template.format(a=a, b=b, c=c)
-    return text[0].upper() + text[1:] if template.endswith(".") else text
-
-
-def generated_corpus(
-    rng: random.Random, passages: int, queries: int
-) -> tuple[list[str], list[str]]:
-    """Topical passages (2 to 6 sentences, some off-topic) and short queries about them."""
-    topics = [words.split() for words in TOPICS.values()]
-    corpus = []
-    for _ in range(passages):
-        topic = rng.choice(topics)
-        sentences = []
-        for _ in range(rng.randint(2, 6)):
-            words = rng.choice(topics) if rng.random() < 0.25 else topic
-            sentences.append(_fill(rng.choice(SENTENCES), words, rng))
-        corpus.append(" ".join(sentences))
-    asked = [_fill(rng.choice(QUERIES), rng.choice(topics), rng) for _ in range(queries)]
-    return corpus, asked
 
 
 # --- measurements ---------------------------------------------------------------------------

@@ -101,7 +101,8 @@ def import_index(shards: Path, artifact: Path, out: Path, vectors: str) -> dict[
 
 def serve_startup(artifact: Path, index: Path, log: Path) -> dict[str, Any]:
     server = ServerProcess(
-        ["--model", str(artifact), "--index", str(index), "--device", "cpu"], log
+        ["--model", str(artifact), "--index", str(index), "--device", "cpu", "--precision", "fp32"],
+        log,
     )
     with server:
         ready = server.wait_ready(1800)

@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="refuse int8 (and any precision) whose min cosine vs PyTorch is below this",
     )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="texts to calibrate int8 on: your corpus (.jsonl with title/text, as `index "
+        "build` reads it) or one text per line; default: built-in generic texts",
+    )
     parser.add_argument("--revision", help="hub revision (branch, tag or commit)")
     parser.add_argument(
         "--opset", type=_opset, default=18, help="ONNX opset, 14 to 21 (default 18)"
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             revision=args.revision,
             opset=args.opset,
             force=args.force,
+            calibration=args.calibration,
         )
         export_artifact(options)
     except ExportError as exc:

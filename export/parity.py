@@ -27,27 +27,35 @@ def probe_texts(max_length: int) -> list[str]:
     return [*PROBE_TEXTS, long_text]
 
 
-def measure(reference: np.ndarray, candidate: np.ndarray) -> Parity:
+def cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     ref = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True)
-    cosines = (ref * cand).sum(axis=1)
+    return np.asarray((ref * cand).sum(axis=1))
+
+
+def measure(reference: np.ndarray, candidate: np.ndarray) -> Parity:
     return Parity(
-        min_cosine=float(cosines.min()),
+        min_cosine=float(cosines(reference, candidate).min()),
         max_abs_diff=float(np.abs(reference - candidate).max()),
         texts=len(reference),
     )
 
 
-def check_precision(
-    artifact_dir: Path, precision: str, texts: Sequence[str], reference: np.ndarray
-) -> tuple[Parity, np.ndarray]:
-    """Encode `texts` with the server's own Encoder (CPU provider) and measure parity.
-
-    Returns the parity and the per-text truncation flags the encoder reported.
-    """
+def served_vectors(
+    artifact_dir: Path, precision: str, texts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`texts` encoded by the server's own Encoder (CPU provider): vectors, truncation flags."""
     from bertdot.server.encoding.encoder import Encoder
 
     encoder = Encoder(artifact_dir, device="cpu", precision=precision)
     # Batches of mixed lengths: padding must not change any vector.
     encoded = encoder.encode(texts, batch_size=3)
-    return measure(reference, encoded.vectors), encoded.truncated
+    return encoded.vectors, encoded.truncated
+
+
+def check_precision(
+    artifact_dir: Path, precision: str, texts: Sequence[str], reference: np.ndarray
+) -> tuple[Parity, np.ndarray]:
+    """Measure one precision's parity; returns it and the per-text truncation flags."""
+    vectors, truncated = served_vectors(artifact_dir, precision, texts)
+    return measure(reference, vectors), truncated

@@ -34,6 +34,19 @@ class Parity:
 
 
 @dataclass(frozen=True)
+class QualityGate:
+    """A lossy precision measured at export against PyTorch fp32 on texts its calibration
+    never saw: served by default only where `passed` (min cosine ≥ `required`)."""
+
+    min_cosine: float
+    median_cosine: float
+    texts: int
+    required: float
+    passed: bool
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ArtifactManifest:
     source: dict[str, str | None]
     architecture: str
@@ -48,6 +61,11 @@ class ArtifactManifest:
     fingerprint: str
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    gates: dict[str, QualityGate] = field(default_factory=dict)  # absent in older artifacts
+
+    def gate_passed(self, precision: str) -> bool:
+        gate = self.gates.get(precision)
+        return gate is not None and gate.passed and precision in self.files
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -61,6 +79,7 @@ class ArtifactManifest:
             )
         try:
             parity = {k: Parity(**v) for k, v in data["parity"].items()}
+            gates = {k: QualityGate(**v) for k, v in data.get("gates", {}).items()}
             manifest = cls(
                 source=dict(data["source"]),
                 architecture=str(data["architecture"]),
@@ -75,6 +94,7 @@ class ArtifactManifest:
                 fingerprint=str(data["fingerprint"]),
                 schema_version=int(version),
                 extra=dict(data.get("extra", {})),
+                gates=gates,
             )
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"manifest is missing or has a malformed field: {exc}") from exc

@@ -84,9 +84,10 @@ def open_session(
     intra_op_threads: int = 0,
     inter_op_threads: int = 0,
 ) -> SessionChoice:
-    """Create the session: CUDA with fp16 where a GPU is usable, else CPU with fp32.
+    """Create the session: CUDA with fp16 where a GPU is usable; else the CPU with int8 where
+    the artifact's int8 passed its quality gate at export, and fp32 otherwise.
 
-    `precision` overrides the file (e.g. int8 on CPU, or fp16 on CPU for checking).
+    `precision` overrides the file (e.g. fp32 on CPU, or fp16 on CPU for checking).
     """
     options = _options(intra_op_threads, inter_op_threads)
     want_cuda = device == "cuda" or (device == "auto" and gpu_usable())
@@ -99,11 +100,26 @@ def open_session(
         if device == "cuda":
             raise RuntimeError("device 'cuda' was asked for but ONNX Runtime could not use it")
         log.warning("CUDA provider failed to initialise; falling back to the CPU")
-    chosen = precision or "fp32"
+    chosen, why = cpu_precision(manifest, precision)
     path = _precision_file(root, manifest, chosen)
     session = _load(path, options, [CPU])
     reason = "device 'cpu' was asked for" if device == "cpu" else "no usable GPU"
-    return SessionChoice(session, CPU, chosen, reason, path, options)
+    return SessionChoice(session, CPU, chosen, f"{reason}; {why}", path, options)
+
+
+def cpu_precision(manifest: ArtifactManifest, asked: str | None) -> tuple[str, str]:
+    """The file the CPU runs, and why: int8 only when its export gate says it keeps quality."""
+    if asked:
+        return asked, f"{asked} was asked for"
+    if manifest.gate_passed("int8"):
+        gate = manifest.gates["int8"]
+        return "int8", (
+            f"int8 passed its quality gate (min cosine {gate.min_cosine:.4f} ≥ "
+            f"{gate.required} to PyTorch on {gate.texts} texts)"
+        )
+    if "int8" in manifest.files:
+        return "fp32", "int8 is in the artifact but has not passed its quality gate"
+    return "fp32", "the CPU default"
 
 
 def open_graph_session(choice: SessionChoice) -> ort.InferenceSession:
