@@ -63,6 +63,19 @@ def test_batches_of_nine_rows_or_more_are_searched_on_several_threads() -> None:
     assert search_threads(32, 2) == 2
 
 
+def test_all_cores_means_the_core_count_for_hnswlib_adds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hnswlib's add_items runs on one thread when its default is -1: "all cores" must reach
+    it as the count (an index build used one of two cores before)."""
+    import bertdot.server.index.graph as graph_module
+
+    monkeypatch.setattr(graph_module, "usable_cores", lambda: 3)
+    graph = HnswGraph.create("ip", 4, 10)
+    graph.set_num_threads(0)
+    assert graph._index.num_threads == 3
+    graph.set_num_threads(5)
+    assert graph._index.num_threads == 5
+
+
 def test_a_batch_search_answers_each_row_as_a_lone_search_would() -> None:
     data, queries = _random(2000, 16), _random(40, 16, seed=1)
     graph = HnswGraph.create("ip", 16, 2000)
