@@ -11,18 +11,20 @@ BERT_Dot was trained on (~60-100 words).
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
 import inspect
 import json
 import os
 import pkgutil
 import re
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 # Part of the demo's index name: a demo index built from an older corpus is not reused.
 CORPUS_VERSION = 3
@@ -168,12 +170,25 @@ def _candidates(modules: list[ModuleType]) -> Iterator[tuple[tuple[int, ...], st
                 yield (*rank[:2], 2, alias or not own), f"{prefix}{name}.{member_name}", member
 
 
+def _foreign(obj: Any) -> bool:
+    """Defined outside the standard library: what an imported package attached to a standard
+    class (transformers adds `warning_once` to `logging.Logger`) must not make the corpus
+    depend on which packages the process imported."""
+    module = getattr(getattr(obj, "__func__", obj), "__module__", None)
+    if not isinstance(module, str):
+        return False
+    top = module.split(".", 1)[0]
+    return top not in sys.stdlib_module_names and top != "builtins"
+
+
 def _documented() -> Iterator[tuple[str, Any, bool]]:
     """(qualified name, object, whether it is a class member), in module order."""
     names: set[str] = set()
     objects: dict[int, Any] = {}  # by id, holding the objects so no id is reused
     kept: list[tuple[int, str, Any, bool]] = []
     for rank, qualname, obj in sorted(_candidates(_modules()), key=lambda c: (c[0], c[1])):
+        if _foreign(obj):
+            continue
         key = id(getattr(obj, "__func__", obj))  # a bound method is its function
         if qualname not in names and key not in objects:
             names.add(qualname)
@@ -209,14 +224,37 @@ def _docstrings() -> list[tuple[str, str, str]]:
 
 
 def passages(limit: int | None = None) -> Iterator[dict[str, str]]:
-    """BEIR-style records (`_id`, `title`, `text`), deterministic for a given Python."""
-    count = 0
-    for source in (_topics, _docstrings):  # the docstrings are read only if the limit allows
+    """BEIR-style records (`_id`, `title`, `text`), deterministic for a given Python.
+
+    Read in a fresh interpreter: packages imported here patch standard objects (torch
+    replaces `inspect.getfile`, transformers adds `logging.Logger.warning_once`), and the
+    corpus must not depend on what this process imported."""
+    for count, record in enumerate(_clean_records()):
+        if limit is not None and count >= limit:
+            return
+        yield dict(record)
+
+
+@functools.lru_cache(maxsize=1)
+def _clean_records() -> tuple[dict[str, str], ...]:
+    code = f"import sys; from {__name__} import _records, _dump; _dump(_records(), sys.stdout)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"reading the built-in corpus failed: {done.stderr.strip()[-500:]}")
+    return tuple(json.loads(line) for line in done.stdout.splitlines() if line)
+
+
+def _records() -> Iterator[dict[str, str]]:
+    for source in (_topics, _docstrings):
         for passage_id, title, text in source():
-            if limit is not None and count >= limit:
-                return
             yield {"_id": passage_id, "title": title, "text": text}
-            count += 1
+
+
+def _dump(records: Iterator[dict[str, str]], out: TextIO) -> None:
+    for record in records:
+        out.write(json.dumps(record) + "\n")  # ASCII escapes: any locale's stdout takes them
 
 
 def write_corpus(path: Path, limit: int | None = None) -> int:

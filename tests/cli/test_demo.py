@@ -28,6 +28,21 @@ def test_builtin_corpus_is_real_text_of_a_few_thousand_passages() -> None:
     assert any("assert" in r["text"] for r in records)
 
 
+def test_builtin_corpus_does_not_depend_on_what_the_process_imported() -> None:
+    """torch replaces inspect.getfile and transformers adds Logger.warning_once: a process
+    that imported them (as the demo and the export do) reads the same corpus as a bare one."""
+    import inspect
+    import logging
+
+    import torch  # noqa: F401
+    import transformers.utils.logging  # noqa: F401
+
+    assert inspect.getfile.__module__ != "inspect" and hasattr(logging.Logger, "warning_once")
+    ids = {r["_id"] for r in passages()}
+    assert "doc-inspect.getfile-0" in ids
+    assert not any("warning_once" in i or "info_once" in i for i in ids)
+
+
 @pytest.mark.slow
 def test_demo_builds_serves_and_reuses(tiny_distilbert: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "bertdot.cli.main", "demo", "--model", str(tiny_distilbert),
