@@ -335,19 +335,11 @@ SWEEP = {
 
 def fused_graph(artifact: Path, heads: int, hidden: int) -> Path:
     """The fp32 file through ONNX Runtime's transformer optimizer (CPU fusions), cached."""
-    from onnxruntime.transformers import optimizer
+    from bertdot.export.quantize import fuse
 
     out = artifact.parent / f"{artifact.name}-fused.fp32.onnx"
     if not out.is_file():
-        optimized = optimizer.optimize_model(
-            str(artifact / "encoder.fp32.onnx"),
-            model_type="bert",
-            num_heads=heads,
-            hidden_size=hidden,
-            opt_level=1,
-            use_gpu=False,
-        )
-        optimized.save_model_to_file(str(out))
+        fuse(artifact / "encoder.fp32.onnx", out, heads, hidden)
     return out
 
 
