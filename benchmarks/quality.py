@@ -599,9 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for setting, k, ef, result in runs:
         metrics = {m: v for m, v in result["metrics"].items() if m in METRICS}
         if k < 100:
-            metrics.pop("Recall@100")
+            metrics.pop("Recall@100", None)
         if k < 1000:
-            metrics.pop("Recall@1000")
+            metrics.pop("Recall@1000", None)
         rows.append(
             {
                 "label": setting.label,
