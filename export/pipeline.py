@@ -107,6 +107,10 @@ def _check_threshold(precision: str, parity: Parity, min_cosine: float | None) -
 
 
 def export_artifact(options: ExportOptions, say: Callable[[str], None] = print) -> ArtifactManifest:
+    if options.calibration is not None:
+        if "int8" not in options.precisions:
+            raise ExportError("--calibration calibrates int8: add int8 to --precisions")
+        calibration.read_texts(options.calibration)  # a bad file fails now, not after minutes
     info = inspect_checkpoint(options.model, options.revision)
     pooling, similarity, max_length = _settings(info, options)
     say(

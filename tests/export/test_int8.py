@@ -93,6 +93,17 @@ def test_calibration_texts_from_a_corpus_or_lines(tmp_path: Path) -> None:
         calibration.read_texts(empty)
     with pytest.raises(ExportError, match="cannot read calibration texts"):
         calibration.read_texts(tmp_path / "missing.txt")
+    # The export refuses a bad calibration file, or one without int8, before any work.
+    with pytest.raises(ExportError, match="cannot read calibration texts"):
+        options = ExportOptions(
+            model="no-such-model", out=tmp_path / "a", precisions=("fp32", "int8"),
+            calibration=tmp_path / "missing.txt",
+        )  # fmt: skip
+        export_artifact(options, **QUIET)
+    with pytest.raises(ExportError, match="add int8 to --precisions"):
+        export_artifact(
+            ExportOptions(model="no-such-model", out=tmp_path / "b", calibration=lines), **QUIET
+        )
 
 
 def test_int8_of_the_real_minilm_calibrated_on_its_corpus_passes_its_gate(
