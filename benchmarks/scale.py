@@ -56,7 +56,8 @@ from server import git_commit
 DIM = 768
 NOISE = 0.45  # benchmarks/index.py's calibrated synthesis noise
 K = 10
-EFS = (64, 128, 256, 512, 1024)
+EFS = [64, 128, 256, 512, 1024]
+VECTOR_BYTES = {"f32": 4, "f16": 2, "i8": 1}  # per dimension, in the graph
 TARGET = 0.99
 PART = 50_000
 MSMARCO = 8_841_823
@@ -83,10 +84,10 @@ def folder_bytes(path: Path) -> dict[str, int]:
     return {f.name: f.stat().st_size for f in path.iterdir() if f.is_file()}
 
 
-def import_index(shards: Path, artifact: Path, out: Path, vectors: str) -> dict[str, Any]:
+def import_index(shards: Path, artifact: Path, out: Path, vectors: str, m: int) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     command = [*bertdot_command(), "index", "import", str(shards), "--model", str(artifact),
-               "--out", str(out), "--no-progress", "--vectors", vectors]  # fmt: skip
+               "--out", str(out), "--no-progress", "--vectors", vectors, "--m", str(m)]  # fmt: skip
     started = time.perf_counter()
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -172,10 +173,13 @@ def measure_size(
         result: dict[str, Any] = {"passages": n, "vectors": kind}
         out = folder / f"index-{kind}"
         print(f"  bertdot index import --vectors {kind}", flush=True)
-        result |= import_index(folder / "shards", artifact, out, kind)
+        result |= import_index(folder / "shards", artifact, out, kind, args.m)
         files = folder_bytes(out)
         result["disk_bytes"] = sum(files.values())
         result["files"] = files
+        result["graph_bytes_per_passage"] = round(
+            sum(v for name, v in files.items() if name.startswith("graph.")) / n
+        )
         print("  bertdot serve start-up", flush=True)
         result |= serve_startup(artifact, out, folder / f"serve-{kind}.log")
         started = time.perf_counter()
@@ -187,7 +191,7 @@ def measure_size(
             index.save_graph()
             result["snapshot_s"] = round(time.perf_counter() - started, 1)
             print("  search sweep", flush=True)
-            result["search"] = sweep(index, vectors, queries, EFS)
+            result["search"] = sweep(index, vectors, queries, args.efs)
         finally:
             index.close()
         shutil.rmtree(out, ignore_errors=True)  # the next kind needs the disk
@@ -219,7 +223,7 @@ def gib(value: float | None) -> str:
 def render(data: dict[str, Any]) -> str:
     lines = ["# An index of a million passages on one machine", "",
              f"`{data['command']}` at commit {data['commit']}; {data['machine']['cpu']}, "
-             f"{data['machine']['cores']} cores. hnswlib M=16, ef_construction=200, "
+             f"{data['machine']['cores']} cores. HNSW M={data.get('m', 16)}, ef_construction=200, "
              "768 dims.", ""]  # fmt: skip
     rows = [[f"{s['passages']:,}", s["vectors"], f"{s['import_s']} s",
              gib(s["import_peak_rss_bytes"]), gib(s["disk_bytes"]), f"{s['store_check_s']} s",
@@ -229,6 +233,18 @@ def render(data: dict[str, Any]) -> str:
     lines.append(markdown_table(["passages", "vectors", "import (build)", "import peak RSS", "disk",
                                  "store quick_check", "serve start-up", "serve RSS",
                                  "snapshot", "recommended ef"], rows))  # fmt: skip
+    lines += ["", "## The graph's memory per passage", ""]
+    rows = []
+    for s in data["sizes"]:
+        if "graph_bytes_per_passage" not in s:
+            continue
+        total, vector = s["graph_bytes_per_passage"], DIM * VECTOR_BYTES[s["vectors"]]
+        f32 = [o["graph_bytes_per_passage"] for o in data["sizes"] if o["vectors"] == "f32"
+               and o["passages"] == s["passages"] and "graph_bytes_per_passage" in o]  # fmt: skip
+        share = f"{total / f32[0]:.0%}" if f32 else "–"
+        rows.append([f"{s['passages']:,}", s["vectors"], total, vector, total - vector, share])
+    lines.append(markdown_table(["passages", "vectors", "graph file B/passage", "vectors",
+                                 "links and bookkeeping", "of f32's graph"], rows))  # fmt: skip
     for size in data["sizes"]:
         lines += ["", f"## {size['passages']:,} passages, {size['vectors']} vectors: per ef", ""]
         rows = [[ef, r["recall"], r["p50_ms"], r["p99_ms"], r["graph_p50_ms"]]
@@ -258,14 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--m", type=int, default=16, help="HNSW links per node (16)")
+    parser.add_argument("--efs", type=lambda s: [int(x) for x in s.split(",")], default=EFS)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = [20_000, 50_000]
+    name = "scale" + ("-quick" if args.quick else "") + (f"-m{args.m}" if args.m != 16 else "")
     started = time.perf_counter()
     data: dict[str, Any] = {
         "command": "python benchmarks/scale.py " + " ".join(argv or sys.argv[1:]),
         "commit": git_commit(),
         "machine": machine_info(["hnswlib", "usearch", "numpy"]),
+        "m": args.m,
         "sizes": [],
     }
     _, artifact = prepare("seed", args.cache, False)
@@ -276,15 +296,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds = ["f32", "f16", "i8"] if args.compact and n == max(args.sizes) else ["f32"]
         results, _ = measure_size(n, pool, queries, artifact, args, kinds)
         data["sizes"].extend(results)
-        write_report(args.out, "scale" + ("-quick" if args.quick else ""), data, render(data))
+        write_report(args.out, name, data, render(data))
     float32 = [s for s in data["sizes"] if s["vectors"] == "f32"]
     if len(float32) >= 2:
         data["msmarco"] = extrapolate(float32)
     data["machine"]["load_average_end"] = load_average()
     data["wall_s"] = round(time.perf_counter() - started, 1)
-    for path in write_report(
-        args.out, "scale" + ("-quick" if args.quick else ""), data, render(data)
-    ):
+    for path in write_report(args.out, name, data, render(data)):
         print(f"wrote {path}")
     return 0
 
