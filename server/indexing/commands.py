@@ -51,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--model", required=True, type=Path, help="artifact directory")
     build.add_argument("--corpus", required=True, type=Path, help="corpus file (.jsonl, .tsv)")
     build.add_argument("--out", required=True, type=Path, help="index directory to write")
-    build.add_argument("--m", type=_positive, default=16, help="HNSW links per node (16)")
+    build.add_argument(
+        "--m",
+        type=_positive,
+        default=16,
+        help="HNSW links per node (16; 32 reaches recall 0.99 at a million passages: README, Scale)",
+    )
     build.add_argument(
         "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
     )
@@ -102,7 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importing.add_argument("shards", type=Path, help="shard folder")
     importing.add_argument("--model", required=True, type=Path, help="artifact directory")
     importing.add_argument("--out", required=True, type=Path, help="index directory to write")
-    importing.add_argument("--m", type=_positive, default=16, help="HNSW links per node (16)")
+    importing.add_argument(
+        "--m",
+        type=_positive,
+        default=16,
+        help="HNSW links per node (16; 32 reaches recall 0.99 at a million passages: README, Scale)",
+    )
     importing.add_argument(
         "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
     )
