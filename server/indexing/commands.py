@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--m",
         type=_positive,
         default=16,
-        help="HNSW links per node (16; 32 reaches recall 0.99 at a million passages: README, Scale)",
+        help="HNSW links per node (16; 32 reaches recall 0.99 at a million passages: README)",
     )
     build.add_argument(
         "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--m",
         type=_positive,
         default=16,
-        help="HNSW links per node (16; 32 reaches recall 0.99 at a million passages: README, Scale)",
+        help="HNSW links per node (16; 32 reaches recall 0.99 at a million passages: README)",
     )
     importing.add_argument(
         "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
