@@ -18,6 +18,7 @@ import pytest
 from bertdot.server.index.corpus import CorpusError, Passage
 from bertdot.server.index.graph import sha256_file
 from bertdot.server.index.index import GRAPH_NAME, MANIFEST_NAME, STORE_NAME, Index, IndexManifest
+from bertdot.server.indexing import build as build_module
 from bertdot.server.indexing import commands as index_cli
 from bertdot.server.indexing.build import BuildError, MemoryEstimate, build_index
 from tests.support.fakes import FakeEncoded, FakeEncoder, make_passages, write_jsonl, write_tsv
@@ -215,6 +216,24 @@ def _cli(argv: list[str]) -> int:
     index_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
     return int(args.handler(args))
+
+
+def test_default_links_follow_the_corpus_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No M asked for: 16 for a small corpus, 32 from LARGE_INDEX passages (said before the
+    work); an M asked for is kept whatever the size."""
+    assert (build_module.default_m(249_999), build_module.default_m(250_000)) == (16, 32)
+    corpus = write_jsonl(tmp_path / "c.jsonl", make_passages(40))
+    assert _quiet_build(FakeEncoder(dim=8), corpus, tmp_path / "small").M == 16
+
+    monkeypatch.setattr(build_module, "LARGE_INDEX", 40)
+    messages: list[str] = []
+    large = build_index(FakeEncoder(dim=8), corpus, tmp_path / "large", progress=False,
+                        say=messages.append)  # fmt: skip
+    assert large.M == 32 and IndexManifest.read(tmp_path / "large").M == 32
+    assert messages[0].startswith("HNSW M=32: the default from 40 passages")
+    assert _quiet_build(FakeEncoder(dim=8), corpus, tmp_path / "asked", M=12).M == 12
 
 
 def test_cli_build_and_one_line_errors(
