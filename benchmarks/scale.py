@@ -276,10 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--m", type=int, default=16, help="HNSW links per node (16)")
     parser.add_argument("--efs", type=lambda s: [int(x) for x in s.split(",")], default=EFS)
+    parser.add_argument("--name", help="report file stem (scale, scale-quick, scale-m32, ...)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes = [20_000, 50_000]
-    name = "scale" + ("-quick" if args.quick else "") + (f"-m{args.m}" if args.m != 16 else "")
+    name = args.name or (
+        "scale" + ("-quick" if args.quick else "") + (f"-m{args.m}" if args.m != 16 else "")
+    )
     started = time.perf_counter()
     data: dict[str, Any] = {
         "command": "python benchmarks/scale.py " + " ".join(argv or sys.argv[1:]),
