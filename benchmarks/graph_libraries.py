@@ -41,10 +41,11 @@ from encoder import DEFAULT_CACHE
 from index import _unit, exact_top, lift, real_vectors, synthesize, tie_floor
 from scale import DIM, NOISE
 
+from bertdot.server.index.index import RESCORE_FACTOR, RESCORE_MIN
 from server import git_commit
 
 K = 10
-FETCH = 40  # bertdot's compact index: max(4 × k, 40) candidates rescored
+FETCH = max(K * RESCORE_FACTOR, RESCORE_MIN)  # the candidates bertdot's compact index rescores
 EFS = [64, 128, 256, 512, 1024]
 TARGET = 0.99
 
