@@ -137,7 +137,8 @@ class Identity(Protocol):
 # From this many passages an index gets M=32 unless its builder says otherwise: on 768-dim
 # vectors M=32 reached recall@10 0.99 at ef 256 where M=16 needed 1024 (250,000 passages),
 # and at a million it reached 0.994 at ef 1024 where M=16 stayed at 0.984, for 4% more memory
-# and no more build time (benchmarks/results/scale-m32.md, graph-libraries-250000.md).
+# and a build no slower in separate runs (784 s and 785 s at a million; benchmarks/results/
+# scale-m32-sizes.md, scale.md, graph-libraries-250000.md).
 LARGE_INDEX = 250_000
 
 
