@@ -49,6 +49,12 @@ K = 10
 FETCH = max(K * RESCORE_FACTOR, RESCORE_MIN)  # the candidates bertdot's compact index rescores
 EFS = [64, 128, 256, 512, 1024]
 TARGET = 0.99
+NAMES = [
+    "hnswlib f32",
+    "hnswlib f32 2 shards",
+    *(f"usearch {dtype}" for dtype in ("f32", "f16", "i8")),
+    *(f"faiss {kind}" for kind in ("f32", "f16", "sq8")),
+]
 
 Search = Callable[[np.ndarray, int, int], np.ndarray]  # (query, count, ef) -> labels
 
@@ -299,6 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(NAMES))
+    if unknown:
+        parser.error(f"--only: unknown {unknown}; the contenders are {', '.join(NAMES)}")
+    if args.only and not set(args.only) - {name for name in NAMES if name.startswith("faiss")}:
+        try:
+            import faiss  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            parser.error("--only names faiss contenders only, and faiss is not installed")
     if args.passages < 1000 or args.m < 2 or args.rounds < 1 or min(args.efs) < 1:
         parser.error("--passages ≥ 1000, --m ≥ 2, --rounds ≥ 1 and every ef ≥ 1")
     data: dict[str, Any] = {
