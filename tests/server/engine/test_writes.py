@@ -285,12 +285,15 @@ def test_periodic_snapshots_follow_writes(config: ServerConfig, index_dir: Path)
     with serving(periodic) as thread, grpc.insecure_channel(thread.target) as channel:
         stub = pb_grpc.RetrievalStub(channel)
         sequence = stub.Upsert(pb.UpsertRequest(passages=[passage("s", "snap")])).sequence
+        saved = thread.server.snapshots
+        assert saved is not None
         deadline = time.monotonic() + 10
-        while IndexManifest.read(index_dir).graph_seq != sequence:
+        # The save writes the manifest, then counts itself: wait for both, as they are not
+        # one step for an observer on another thread.
+        while IndexManifest.read(index_dir).graph_seq != sequence or saved.saved == 0:
             assert time.monotonic() < deadline, "no snapshot within 10 s"
             time.sleep(0.02)
-        saved = thread.server.snapshots
-        assert saved is not None and saved.saved == 1
+        assert saved.saved == 1
         time.sleep(0.2)
         assert saved.saved == 1  # nothing new, nothing saved
     graphs = sorted(p.name for p in index_dir.glob("graph*"))
