@@ -19,6 +19,11 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
+class DeviceUnavailable(ValueError):
+    """The device asked for cannot run the encoder here (a ValueError: commands report it as
+    a bad choice of flag, in one line)."""
+
+
 @dataclass(frozen=True)
 class SessionChoice:
     session: ort.InferenceSession
@@ -98,7 +103,11 @@ def open_session(
         if session.get_providers()[0] == CUDA:
             return SessionChoice(session, CUDA, chosen, "a GPU is usable", path, options)
         if device == "cuda":
-            raise RuntimeError("device 'cuda' was asked for but ONNX Runtime could not use it")
+            raise DeviceUnavailable(
+                "device 'cuda' was asked for, but ONNX Runtime cannot use a GPU here (none "
+                "present, or the CUDA and cuDNN libraries its build needs are not on the "
+                "loader path); use device 'auto' or 'cpu'"
+            )
         log.warning("CUDA provider failed to initialise; falling back to the CPU")
     chosen, why = cpu_precision(manifest, precision)
     path = _precision_file(root, manifest, chosen)

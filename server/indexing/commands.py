@@ -204,13 +204,15 @@ def _fail(command: str, message: object) -> int:
 def _known_errors() -> tuple[type[Exception], ...]:
     """Errors with a message meant for the user: printed in one line, exit status 2."""
     from bertdot.server.encoding.artifact import ArtifactError
+    from bertdot.server.encoding.runtime import DeviceUnavailable
     from bertdot.server.index.corpus import CorpusError
     from bertdot.server.index.index import IndexLoadError
     from bertdot.server.indexing.build import BuildError
 
     # OSError: missing files, an existing output folder (FileExistsError), permissions;
     # RuntimeError: ONNX Runtime failed to load the model.
-    return (ArtifactError, BuildError, CorpusError, IndexLoadError, OSError, RuntimeError)
+    errors = (ArtifactError, BuildError, CorpusError, IndexLoadError, OSError, RuntimeError)
+    return (*errors, DeviceUnavailable)
 
 
 def run_build(args: argparse.Namespace) -> int:

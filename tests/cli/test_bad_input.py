@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bertdot.cli.main import main
+from bertdot.server.encoding.runtime import gpu_usable
 
 # {art}: a good artifact, {ckpt}: a good checkpoint; the rest are made by `workspace`.
 CASES = {
@@ -45,6 +46,8 @@ CASES = {
     "serve: tiny message limit": ("serve --model {art} --port 0 --max-message-bytes 0", "--max-message-bytes"),
     "serve: unknown precision": ("serve --model {art} --port 0 --precision fp64", "--precision"),
     "serve: unknown device": ("serve --model {art} --port 0 --device tpu", "--device"),
+    "serve: cuda without a GPU": ("serve --model {art} --port 0 --device cuda", "device 'cuda'"),
+    "index build: cuda without a GPU": ("index build --model {art} --corpus {w}/good.jsonl --out {w}/i --device cuda", "device 'cuda'"),
     "search: nobody listens": ("search hello --target 127.0.0.1:1 --timeout 2", "UNAVAILABLE"),
     "search: bad k": ("search hello --k 0", "--k"),
     "bench: nobody listens": ("bench --target 127.0.0.1:1 --duration 0.5 --warmup 0", "no request succeeded"),
@@ -100,6 +103,8 @@ def test_bad_input_gets_one_error_line_and_a_failing_exit(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(workspace)
     template, expected = CASES[case]
+    if "--device cuda" in template and gpu_usable():
+        pytest.skip("a GPU is usable here: --device cuda is good input")
     argv = shlex.split(template.format(w=workspace, art=tiny_artifact, ckpt=tiny_distilbert))
     try:
         status = main(argv)  # any exception but SystemExit fails the test with its traceback
