@@ -49,13 +49,6 @@ K = 10
 FETCH = max(K * RESCORE_FACTOR, RESCORE_MIN)  # the candidates bertdot's compact index rescores
 EFS = [64, 128, 256, 512, 1024]
 TARGET = 0.99
-NAMES = [
-    "hnswlib f32",
-    "hnswlib f32 2 shards",
-    *(f"usearch {dtype}" for dtype in ("f32", "f16", "i8")),
-    *(f"faiss {kind}" for kind in ("f32", "f16", "sq8")),
-]
-
 Search = Callable[[np.ndarray, int, int], np.ndarray]  # (query, count, ef) -> labels
 
 
@@ -75,14 +68,20 @@ def _size_of(save: Callable[[str], object]) -> int:
         return path.stat().st_size
 
 
-def hnswlib_f32(vectors: np.ndarray, m: int, efc: int, threads: int) -> Contender:
+def _hnswlib(vectors: np.ndarray, labels: np.ndarray, m: int, efc: int, threads: int) -> Any:
+    """An hnswlib graph of `vectors[labels]` under those labels."""
     import hnswlib
 
-    started = time.perf_counter()
     graph = hnswlib.Index(space="ip", dim=vectors.shape[1])
-    graph.init_index(len(vectors), M=m, ef_construction=efc)
+    graph.init_index(len(labels), M=m, ef_construction=efc)
     graph.set_num_threads(threads)
-    graph.add_items(vectors, np.arange(len(vectors)))
+    graph.add_items(vectors[labels], labels)
+    return graph
+
+
+def hnswlib_f32(vectors: np.ndarray, m: int, efc: int, threads: int) -> Contender:
+    started = time.perf_counter()
+    graph = _hnswlib(vectors, np.arange(len(vectors)), m, efc, threads)
     build_s = time.perf_counter() - started
 
     def search(query: np.ndarray, count: int, ef: int) -> np.ndarray:
@@ -96,17 +95,9 @@ def hnswlib_f32(vectors: np.ndarray, m: int, efc: int, threads: int) -> Contende
 def hnswlib_shards(vectors: np.ndarray, m: int, efc: int, threads: int) -> Contender:
     """The vectors split in two hnswlib graphs, one query searched in both at once (one thread
     each: hnswlib lets go of the GIL while it searches) and the answers merged by score."""
-    import hnswlib
-
     started = time.perf_counter()
     halves = np.array_split(np.arange(len(vectors)), 2)
-    graphs = []
-    for labels in halves:
-        graph = hnswlib.Index(space="ip", dim=vectors.shape[1])
-        graph.init_index(len(labels), M=m, ef_construction=efc)
-        graph.set_num_threads(threads)
-        graph.add_items(vectors[labels], labels)
-        graphs.append(graph)
+    graphs = [_hnswlib(vectors, labels, m, efc, threads) for labels in halves]
     build_s = time.perf_counter() - started
     pool = ThreadPoolExecutor(max_workers=len(graphs))
 
@@ -169,31 +160,33 @@ def faiss_graph(vectors: np.ndarray, m: int, efc: int, threads: int, kind: str) 
     return Contender(f"faiss {kind}", kind != "f32", build_s, size // len(vectors), search)
 
 
-def contenders(args: argparse.Namespace, vectors: np.ndarray) -> list[Contender]:
-    threads = usable_cores()
-    builders: list[tuple[str, Callable[[], Contender]]] = [
-        ("hnswlib f32", partial(hnswlib_f32, vectors, args.m, args.ef_construction, threads)),
-        (
-            "hnswlib f32 2 shards",
-            partial(hnswlib_shards, vectors, args.m, args.ef_construction, threads),
-        ),
-    ]
-    for dtype in ("f32", "f16", "i8"):
-        build = partial(usearch_graph, vectors, args.m, args.ef_construction, threads, dtype)
-        builders.append((f"usearch {dtype}", build))
+Builder = Callable[[np.ndarray, int, int, int], Contender]  # (vectors, m, efc, threads)
+BUILDERS: dict[str, Builder] = {
+    "hnswlib f32": hnswlib_f32,
+    "hnswlib f32 2 shards": hnswlib_shards,
+    **{f"usearch {dtype}": partial(usearch_graph, dtype=dtype) for dtype in ("f32", "f16", "i8")},
+    **{f"faiss {kind}": partial(faiss_graph, kind=kind) for kind in ("f32", "f16", "sq8")},
+}
+
+
+def faiss_installed() -> bool:
     try:
         import faiss  # type: ignore[import-not-found]  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def contenders(args: argparse.Namespace, vectors: np.ndarray) -> list[Contender]:
+    threads = usable_cores()
+    names = [name for name in BUILDERS if not args.only or name in args.only]
+    if not faiss_installed():
         print("faiss not installed: its contenders are skipped (pip install faiss-cpu)")
-    else:
-        for kind in ("f32", "f16", "sq8"):
-            build = partial(faiss_graph, vectors, args.m, args.ef_construction, threads, kind)
-            builders.append((f"faiss {kind}", build))
-    chosen = [(name, build) for name, build in builders if not args.only or name in args.only]
+        names = [name for name in names if not name.startswith("faiss")]
     built = []
-    for name, build in chosen:
+    for name in names:
         print(f"building {name} ...", flush=True)
-        contender = build()
+        contender = BUILDERS[name](vectors, args.m, args.ef_construction, threads)
         print(f"  {contender.build_s:.1f} s, {contender.bytes_per_passage} B per passage")
         built.append(contender)
     return built
@@ -305,14 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.only or ()) - set(NAMES))
+    unknown = sorted(set(args.only or ()) - set(BUILDERS))
     if unknown:
-        parser.error(f"--only: unknown {unknown}; the contenders are {', '.join(NAMES)}")
-    if args.only and not set(args.only) - {name for name in NAMES if name.startswith("faiss")}:
-        try:
-            import faiss  # type: ignore[import-not-found]  # noqa: F401
-        except ImportError:
-            parser.error("--only names faiss contenders only, and faiss is not installed")
+        parser.error(f"--only: unknown {unknown}; the contenders are {', '.join(BUILDERS)}")
+    if args.only and all(name.startswith("faiss") for name in args.only) and not faiss_installed():
+        parser.error("--only names faiss contenders only, and faiss is not installed")
     if args.passages < 1000 or args.m < 2 or args.rounds < 1 or min(args.efs) < 1:
         parser.error("--passages ≥ 1000, --m ≥ 2, --rounds ≥ 1 and every ef ≥ 1")
     data: dict[str, Any] = {
