@@ -151,7 +151,7 @@ def _links(M: int | None, passages: int, say: Say) -> int:
     if M is not None:
         return M
     chosen = default_m(passages)
-    if chosen != 16:
+    if passages >= LARGE_INDEX:
         say(f"HNSW M={chosen}: the default from {LARGE_INDEX:,} passages (--m to choose)")
     return chosen
 

@@ -51,16 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--model", required=True, type=Path, help="artifact directory")
     build.add_argument("--corpus", required=True, type=Path, help="corpus file (.jsonl, .tsv)")
     build.add_argument("--out", required=True, type=Path, help="index directory to write")
-    build.add_argument(
-        "--m",
-        type=_positive,
-        default=None,
-        help="HNSW links per node (16; 32 from 250,000 passages, where it needs a quarter of "
-        "the ef for recall 0.99: README, Scale)",
-    )
-    build.add_argument(
-        "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
-    )
+    _graph_flags(build)
     build.add_argument("--batch-size", type=_positive, default=64, help="passages per batch (64)")
     build.add_argument("--resume", action="store_true", help="finish an interrupted build in --out")
     build.add_argument("--force", action="store_true", help=FORCE_HELP)
@@ -108,16 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     importing.add_argument("shards", type=Path, help="shard folder")
     importing.add_argument("--model", required=True, type=Path, help="artifact directory")
     importing.add_argument("--out", required=True, type=Path, help="index directory to write")
-    importing.add_argument(
-        "--m",
-        type=_positive,
-        default=None,
-        help="HNSW links per node (16; 32 from 250,000 passages, where it needs a quarter of "
-        "the ef for recall 0.99: README, Scale)",
-    )
-    importing.add_argument(
-        "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
-    )
+    _graph_flags(importing)
     importing.add_argument("--resume", action="store_true", help="finish an interrupted import")
     importing.add_argument("--force", action="store_true", help=FORCE_HELP)
     importing.add_argument("--vectors", choices=VECTOR_KINDS, default="f32", help=VECTORS_HELP)
@@ -180,6 +162,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     backup.set_defaults(handler=run_backup, extras=("server",))
 
 
+def _graph_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--m",
+        type=_positive,
+        default=None,
+        help="HNSW links per node (16; 32 from 250,000 passages, where it needs a quarter of "
+        "the ef for recall 0.99: README, Scale)",
+    )
+    parser.add_argument(
+        "--ef-construction", type=_positive, default=200, help="HNSW build beam width (200)"
+    )
+
+
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads for ONNX Runtime and hnswlib (all)"
@@ -211,8 +206,15 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
     # OSError: missing files, an existing output folder (FileExistsError), permissions;
     # RuntimeError: ONNX Runtime failed to load the model.
-    errors = (ArtifactError, BuildError, CorpusError, IndexLoadError, OSError, RuntimeError)
-    return (*errors, DeviceUnavailable)
+    return (
+        ArtifactError,
+        BuildError,
+        CorpusError,
+        DeviceUnavailable,
+        IndexLoadError,
+        OSError,
+        RuntimeError,
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:
